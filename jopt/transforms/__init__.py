@@ -1,0 +1,16 @@
+"""Gradient transforms, one module per family. Everything here is re-exported as ``jopt.*``."""
+
+from jopt.transforms.scaling import *  # noqa: F401,F403
+from jopt.transforms.weight_decay import *  # noqa: F401,F403
+from jopt.transforms.moments import *  # noqa: F401,F403
+from jopt.transforms.adaptive import *  # noqa: F401,F403
+from jopt.transforms.momentum import *  # noqa: F401,F403
+from jopt.transforms.factored import *  # noqa: F401,F403
+from jopt.transforms.layerwise import *  # noqa: F401,F403
+from jopt.transforms.sign import *  # noqa: F401,F403
+from jopt.transforms.clipping import *  # noqa: F401,F403
+from jopt.transforms.regularization import *  # noqa: F401,F403
+from jopt.transforms.partition import *  # noqa: F401,F403
+from jopt.transforms.accumulation import *  # noqa: F401,F403
+from jopt.transforms.conditionals import *  # noqa: F401,F403
+from jopt.transforms.averaging import *  # noqa: F401,F403

@@ -1,0 +1,86 @@
+r"""Decoupled weight decay (Loshchilov & Hutter, 2019).
+
+.. math:: u \leftarrow u + \lambda_t\,\theta
+
+Applied *after* preconditioning (as in AdamW), so the decay is not rescaled by
+the second-moment estimate. Compare :func:`jopt.add_l2_penalty`, which adds the
+penalty's gradient *before* preconditioning ("Adam + L2").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jopt.core import GradientTransformation, resolve_hyperparams, transformation
+from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
+from jopt.tree import safe_increment
+
+Array = jax.Array
+MaskOrFn = Any | Callable[[Any], Any] | None
+
+__all__ = ["AddDecayedWeightsState", "add_decayed_weights", "resolve_mask"]
+
+
+def resolve_mask(mask: MaskOrFn, params: Any) -> Any:
+    """A boolean pytree (prefix) from ``mask``: a pytree of bools, or ``params -> pytree``."""
+    if mask is None:
+        return jax.tree.map(lambda _: True, params)
+    return mask(params) if callable(mask) else mask
+
+
+class AddDecayedWeightsState(NamedTuple):
+    """Step counter and the weight decay used at the latest step."""
+
+    count: Array
+    hyperparams: dict[str, Array]
+
+
+def add_decayed_weights(weight_decay: Hyperparam = 0.0, mask: MaskOrFn = None) -> GradientTransformation:
+    r"""Add :math:`\lambda_t\,\theta` to the updates (decoupled weight decay).
+
+    Args:
+      weight_decay: :math:`\lambda \ge 0`; number, array or schedule.
+      mask: pytree of bools (or a function ``params -> pytree``) selecting the
+        leaves to decay, e.g. ``lambda p: jax.tree.map(lambda x: x.ndim > 1, p)``
+        to skip biases and norm scales.
+
+    Example:
+      >>> import jax.numpy as jnp, jopt
+      >>> tx = jopt.add_decayed_weights(0.1)
+      >>> p = {"w": jnp.ones(2)}
+      >>> u, _ = tx.update({"w": jnp.zeros(2)}, tx.init(p), p)
+    """
+    check_hyperparam(weight_decay, "weight_decay", low=0.0, owner="add_decayed_weights")
+    hp = {"weight_decay": weight_decay}
+
+    def init(params):
+        del params
+        count = jnp.zeros([], jnp.int32)
+        return AddDecayedWeightsState(count, resolve_hyperparams(hp, count))
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError("add_decayed_weights needs params: call update(updates, state, params)")
+        h = resolve_hyperparams(hp, state.count)
+        wd = h["weight_decay"]
+
+        def decay(u, p, on):
+            dt = compute_dtype(u.dtype)
+            new = (u.astype(dt) + wd.astype(dt) * p.astype(dt)).astype(u.dtype)
+            return new if on is True else jnp.where(on, new, u)
+
+        selected = resolve_mask(mask, params)
+        updates = jax.tree.map(
+            lambda on, u, p: decay(u, p, on) if on is not False else u,
+            selected,
+            updates,
+            params,
+        )
+        return updates, AddDecayedWeightsState(safe_increment(state.count), h)
+
+    return transformation(init, update)

@@ -1,0 +1,95 @@
+"""Protocol, chain, extra-argument checking, hyperparameter validation and logging."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jopt
+from tests.reference import assert_trees_close, quadratic, trajectory
+
+
+def test_chain_of_scale_and_lr_matches_optax_sgd():
+    prob = quadratic()
+    ours = trajectory(jopt.chain(jopt.scale(1.0), jopt.scale_by_learning_rate(0.1)), prob)
+    ref = trajectory(optax.sgd(0.1), prob)
+    assert_trees_close(ours, ref)
+
+
+def test_named_chain_state_is_keyed():
+    tx = jopt.named_chain(("decay", jopt.add_decayed_weights(0.1)), ("lr", jopt.scale_by_learning_rate(0.5)))
+    state = tx.init({"w": jnp.ones(2)})
+    assert set(state) == {"decay", "lr"}
+    with pytest.raises(ValueError, match="unique"):
+        jopt.named_chain(("a", jopt.identity()), ("a", jopt.identity()))
+
+
+def test_typo_in_extra_argument_is_caught():
+    tx = jopt.chain(jopt.identity(), jopt.scale_by_learning_rate(0.1))
+    params = {"w": jnp.ones(2)}
+    state = tx.init(params)
+    with pytest.raises(TypeError, match="did you mean 'value'"):
+        tx.update(params, state, params, valeu=1.0)
+    # A declared name an optimizer does not use is accepted (generic training loops).
+    tx.update(params, state, params, value=1.0)
+
+
+def test_optax_transform_inside_jopt_chain_and_back():
+    prob = quadratic()
+    ours = trajectory(jopt.chain(optax.scale_by_adam(), jopt.scale_by_learning_rate(0.05)), prob)
+    mixed = trajectory(optax.chain(jopt.chain(optax.scale_by_adam()), optax.scale(-0.05)), prob)
+    ref = trajectory(optax.adam(0.05), prob)
+    assert_trees_close(ours, ref)
+    assert_trees_close(mixed, ref)
+
+
+def test_learning_rate_readable_from_state_and_schedule_counts():
+    tx = jopt.chain(jopt.identity(), jopt.scale_by_learning_rate(lambda t: 0.1 / (1.0 + t)))
+    params = {"w": jnp.ones(2)}
+    state = tx.init(params)
+    for _ in range(3):
+        _, state = tx.update(params, state, params)
+    np.testing.assert_allclose(jopt.current_hyperparams(state)["learning_rate"], 0.1 / 3.0, rtol=1e-6)
+
+
+def test_duplicate_hyperparam_names_are_qualified():
+    tx = jopt.chain(jopt.scale(2.0), jopt.scale(3.0))
+    hp = jopt.current_hyperparams(tx.init({"w": jnp.ones(1)}))
+    assert set(hp) == {"0/step_size", "1/step_size"}
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), np.array([0.1, -1.0])])
+def test_bad_learning_rate_raises_value_error_naming_argument(bad):
+    with pytest.raises(ValueError, match="learning_rate"):
+        jopt.scale_by_learning_rate(bad)
+
+
+def test_traced_learning_rate_is_not_validated_and_vmaps():
+    params = {"w": jnp.ones(3)}
+
+    def step(lr):
+        tx = jopt.scale_by_learning_rate(lr)
+        u, _ = tx.update(params, tx.init(params), params)
+        return u["w"]
+
+    lrs = jnp.array([0.0, 0.1, 1.0])
+    np.testing.assert_allclose(jax.vmap(step)(lrs), -lrs[:, None] * jnp.ones((3, 3)))
+
+
+def test_apply_updates_keeps_dtype_and_skips_none():
+    params = {"a": jnp.ones(2, jnp.bfloat16), "b": jnp.ones(2)}
+    new = jopt.apply_updates(params, {"a": jnp.full(2, 0.5, jnp.float32), "b": None})
+    assert new["a"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(new["b"], params["b"])
+    np.testing.assert_allclose(new["a"].astype(jnp.float32), 1.5)
+
+
+def test_decoupled_weight_decay_with_mask():
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    tx = jopt.add_decayed_weights(0.5, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
+    u, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    np.testing.assert_allclose(u["w"], 0.5)
+    np.testing.assert_allclose(u["b"], 0.0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        jopt.add_decayed_weights(-1.0)
