@@ -100,3 +100,28 @@ def assert_trees_close(actual, expected, *, rtol=1e-5, atol=1e-6, err_msg=""):
     assert a_def == e_def, f"tree structures differ: {a_def} vs {e_def}"
     for a, e in zip(a_leaves, e_leaves):
         np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+class OptCase(NamedTuple):
+    """An optimizer under test, registered in a ``CASES`` list by each optimizer test module.
+
+    Attributes:
+      name: id for test output.
+      make: jopt factory, called as ``make(**kwargs)``.
+      kwargs: numeric hyperparameters (every one of them is vmapped over by the
+        generic tests, so list all that can be traced), e.g. learning_rate, b1.
+      reference: independent reference factory called as ``reference(**reference_kwargs)``
+        (optax), or None when the module tests against a NumPy transcription.
+      reference_kwargs: kwargs for ``reference``; defaults to ``kwargs``.
+      converges_on: problems where ``make(**kwargs)`` (or ``converge_kwargs``)
+        must reduce the loss by 10x within 500 steps.
+      converge_kwargs: kwargs for the convergence test, if different.
+    """
+
+    name: str
+    make: Callable[..., Any]
+    kwargs: dict
+    reference: Callable[..., Any] | None = None
+    reference_kwargs: dict | None = None
+    converges_on: tuple[str, ...] = ("quadratic", "rosenbrock")
+    converge_kwargs: dict | None = None
