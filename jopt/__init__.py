@@ -1,13 +1,23 @@
 """jopt: functional, vmap-safe gradient transformations and vectorized hyperparameter sweeps.
 
 Everything public lives in this flat namespace, plus the subpackages
-:mod:`jopt.schedules` and :mod:`jopt.sweep`.
+:mod:`jopt.schedules`, :mod:`jopt.sweep`, :mod:`jopt.distributed`,
+:mod:`jopt.precision` and :mod:`jopt.datasets`.
 """
 
-from jopt import hyperparams, schedules, tree  # noqa: F401
+from jopt import datasets, distributed, hyperparams, precision, schedules, sweep, tree  # noqa: F401
 from jopt.core import *  # noqa: F401,F403
+from jopt.distributed import mean_gradients_over  # noqa: F401
 from jopt.hyperparams import check_hyperparam, resolve  # noqa: F401
 from jopt.optimizers import *  # noqa: F401,F403
+from jopt.precision import (  # noqa: F401
+    LossScaleState,
+    Policy,
+    dynamic_loss_scale,
+    scale_loss,
+    unscale_grads,
+)
+from jopt.schedules.plateau import reduce_on_plateau, scale_by_plateau  # noqa: F401
 from jopt.transforms import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

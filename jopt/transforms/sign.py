@@ -1,3 +1,91 @@
-"""Placeholder."""
+r"""Sign-based transforms: signSGD and Lion (Chen et al., 2023).
 
-__all__: list[str] = []
+Both replace the update by the elementwise sign of (a combination of) the
+gradients, so every coordinate moves by the same magnitude.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jopt.core import GradientTransformation, resolve_hyperparams, stateless, transformation
+from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
+from jopt.tree import safe_increment, tree_cast_like, tree_moment, tree_zeros_like
+
+Array = jax.Array
+
+__all__ = ["ScaleByLionState", "scale_by_lion", "scale_by_sign"]
+
+
+def scale_by_sign() -> GradientTransformation:
+    r"""Replace each update by its elementwise sign.
+
+    .. math:: u_t \leftarrow \operatorname{sign}(g_t)
+
+    Example:
+      >>> import jax.numpy as jnp, jopt
+      >>> tx = jopt.scale_by_sign()
+      >>> u, _ = tx.update({"w": jnp.array([-2.0, 0.0, 3.0])}, tx.init({"w": jnp.zeros(3)}))
+      >>> u["w"].tolist()
+      [-1.0, 0.0, 1.0]
+    """
+    return stateless(lambda updates, params: jax.tree.map(jnp.sign, updates))
+
+
+class ScaleByLionState(NamedTuple):
+    """Step counter, momentum :math:`m` and the ``b1``/``b2`` used at the latest step."""
+
+    count: Array
+    mu: Any
+    hyperparams: dict[str, Array]
+
+
+def scale_by_lion(
+    b1: Hyperparam = 0.9, b2: Hyperparam = 0.99, mu_dtype: Any | None = None
+) -> GradientTransformation:
+    r"""Lion's sign of an interpolation between momentum and gradient.
+
+    .. math::
+
+        u_t &= \operatorname{sign}\big(\beta_1 m_{t-1} + (1 - \beta_1)\, g_t\big) \\
+        m_t &= \beta_2 m_{t-1} + (1 - \beta_2)\, g_t
+
+    Args:
+      b1: :math:`\beta_1 \in [0, 1]`, weight of the momentum in the update.
+      b2: :math:`\beta_2 \in [0, 1]`, decay of the momentum.
+      mu_dtype: dtype of the momentum; ``None`` uses the parameters' dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, jopt
+      >>> tx = jopt.scale_by_lion(b1=0.9, b2=0.99)
+      >>> params = {"w": jnp.zeros(2)}
+      >>> u, state = tx.update({"w": jnp.array([0.5, -0.1])}, tx.init(params))
+      >>> u["w"].tolist()
+      [1.0, -1.0]
+    """
+    check_hyperparam(b1, "b1", low=0.0, high=1.0, owner="scale_by_lion")
+    check_hyperparam(b2, "b2", low=0.0, high=1.0, owner="scale_by_lion")
+    hp = {"b1": b1, "b2": b2}
+
+    def init(params):
+        count = jnp.zeros([], jnp.int32)
+        return ScaleByLionState(count, tree_zeros_like(params, mu_dtype), resolve_hyperparams(hp, count))
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        h = resolve_hyperparams(hp, state.count)
+
+        def direction(g, m):
+            dt = compute_dtype(jnp.promote_types(g.dtype, m.dtype))
+            beta = h["b1"].astype(dt)
+            mixed = (1 - beta) * g.astype(dt) + beta * m.astype(dt)
+            return jnp.sign(mixed).astype(g.dtype)
+
+        new_updates = jax.tree.map(direction, updates, state.mu)
+        mu = tree_cast_like(tree_moment(updates, state.mu, h["b2"], order=1), state.mu)
+        return new_updates, ScaleByLionState(safe_increment(state.count), mu, h)
+
+    return transformation(init, update)

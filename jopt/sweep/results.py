@@ -1,0 +1,214 @@
+"""Sweep results: per-trial records, the best trial, its state, and exports.
+
+Example:
+  >>> from jopt.sweep.results import SweepResult, TrialResult
+  >>> t = TrialResult(0, {"lr": 0.1}, "completed", 0.5, 0.5, 0.5, 10, 10,
+  ...                 {"step": [10], "objective": [0.5]})
+  >>> r = SweepResult([t], mode="min")
+  >>> r.best.hyperparams
+  {'lr': 0.1}
+  >>> list(r.to_dataframe().columns)[:4]
+  ['trial', 'status', 'objective', 'final_objective']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SweepResult", "TrialResult"]
+
+
+@dataclass
+class TrialResult:
+    """One trial's outcome.
+
+    Attributes:
+      trial: trial index (order of the sampled configurations).
+      hyperparams: the configuration.
+      status: ``"completed"``, ``"diverged"`` (some fold had a non-finite loss, state or
+        objective) or ``"stopped"`` (early-stopped; every fold, in a cross-validated sweep).
+      objective: objective of the returned state -- the best objective with early stopping,
+        else the final one; the worst value (``+inf`` minimizing, ``-inf`` maximizing) if diverged.
+      final_objective: objective at the last evaluation (fold average).
+      best_objective: best objective over the evaluations (fold average).
+      best_step: training step of ``best_objective``.
+      steps_trained: steps actually applied (largest over folds).
+      history: ``{"step": [...], "objective": [...], "train/<metric>": [...], "eval/<metric>": [...]}``.
+      fold_objectives: per-fold objectives in a cross-validated sweep, else ``None``.
+    """
+
+    trial: int
+    hyperparams: dict[str, Any]
+    status: str
+    objective: float
+    final_objective: float
+    best_objective: float
+    best_step: int
+    steps_trained: int
+    history: dict[str, list[float]]
+    fold_objectives: list[float] | None = None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return repr(value)
+
+
+@dataclass
+class SweepResult:
+    """All trials of a sweep; see :func:`jopt.sweep.run`.
+
+    Attributes:
+      trials: one :class:`TrialResult` per trial, in trial order.
+      mode: ``"min"`` or ``"max"``.
+      stats: engine statistics (wall and compile seconds, number of compiles, chunk sizes,
+        devices, estimated bytes per trial).
+      log_scale: names of log-uniform hyperparameters (log axes in plots).
+    """
+
+    trials: list[TrialResult]
+    mode: str = "min"
+    stats: dict[str, Any] = field(default_factory=dict)
+    log_scale: tuple[str, ...] = ()
+    states: dict[int, Any] = field(default_factory=dict, repr=False)
+    params_fn: Any = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ ranking
+    def _key(self, t: TrialResult) -> float:
+        value = t.objective if math.isfinite(t.objective) else math.inf
+        return value if self.mode == "min" else (-t.objective if math.isfinite(t.objective) else math.inf)
+
+    def ranked(self) -> list[TrialResult]:
+        """Trials from best to worst (diverged last)."""
+        return sorted(self.trials, key=lambda t: (self._key(t), t.trial))
+
+    @property
+    def best(self) -> TrialResult:
+        """The best trial."""
+        if not self.trials:
+            raise ValueError("the sweep has no trials")
+        return self.ranked()[0]
+
+    @property
+    def best_config(self) -> dict[str, Any]:
+        """Hyperparameters of the best trial."""
+        return dict(self.best.hyperparams)
+
+    def by_status(self, status: str) -> list[TrialResult]:
+        """Trials with the given status."""
+        return [t for t in self.trials if t.status == status]
+
+    # ------------------------------------------------------------------ states
+    def state(self, trial: int | None = None) -> Any:
+        """Trained state of ``trial`` (default: the best trial); a list of per-fold states
+        in a cross-validated sweep. Kept for the best trial (``keep_states="best"``) or for
+        every trial (``keep_states="all"``)."""
+        trial = self.best.trial if trial is None else trial
+        if trial not in self.states:
+            raise KeyError(f"no state kept for trial {trial}; run the sweep with keep_states='all'")
+        return self.states[trial]
+
+    def params(self, trial: int | None = None) -> Any:
+        """Trained parameters of ``trial`` (default: the best), via the task's ``params`` function."""
+        state = self.state(trial)
+        fn = self.params_fn or (lambda s: s)
+        return [fn(s) for s in state] if isinstance(state, list) else fn(state)
+
+    # ------------------------------------------------------------------ exports
+    def to_dataframe(self):
+        """One row per trial: trial, status, objectives, steps, hyperparameters, last metrics."""
+        import pandas as pd
+
+        rows = []
+        for t in self.trials:
+            row = {
+                "trial": t.trial,
+                "status": t.status,
+                "objective": t.objective,
+                "final_objective": t.final_objective,
+                "best_objective": t.best_objective,
+                "best_step": t.best_step,
+                "steps_trained": t.steps_trained,
+            }
+            row.update(t.hyperparams)
+            for name, values in t.history.items():
+                if name.startswith("eval/") and values:
+                    row[name] = values[-1]
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write :meth:`to_dataframe` as CSV; returns the path."""
+        path = Path(path)
+        self.to_dataframe().to_csv(path, index=False)
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (histories included)."""
+        trials = []
+        for t in self.trials:
+            d = asdict(t)
+            d["hyperparams"] = {k: _jsonable(v) for k, v in t.hyperparams.items()}
+            trials.append(d)
+        stats = {k: _jsonable(v) if not isinstance(v, (list, dict)) else v for k, v in self.stats.items()}
+        return {"mode": self.mode, "best_trial": self.best.trial, "stats": stats, "trials": trials}
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """JSON text of :meth:`to_dict` (non-finite numbers as ``Infinity``/``NaN``); written if ``path``."""
+        text = json.dumps(self.to_dict(), indent=1, default=_jsonable)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def table(self, top: int | None = 10, columns: Sequence[str] | None = None) -> str:
+        """A plain-text table of the ``top`` trials, best first."""
+        df = self.to_dataframe()
+        order = [t.trial for t in self.ranked()]
+        df = df.set_index("trial").loc[order].reset_index()
+        if columns is not None:
+            df = df[list(columns)]
+        if top is not None:
+            df = df.head(top)
+        with _pd_options():
+            return df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+    def summary(self) -> str:
+        """Counts per status and the best trial."""
+        counts = {s: len(self.by_status(s)) for s in ("completed", "stopped", "diverged")}
+        b = self.best
+        return (
+            f"{len(self.trials)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}); "
+            f"best trial {b.trial}: objective {b.objective:.4g} with {b.hyperparams}"
+        )
+
+    # ------------------------------------------------------------------ plots
+    def plot_learning_curves(self, path: str | Path | None = None, **kwargs: Any):
+        """Objective against step for every trial, best highlighted; see :mod:`jopt.sweep.plots`."""
+        from jopt.sweep.plots import plot_learning_curves
+
+        return plot_learning_curves(self, path, **kwargs)
+
+    def plot_objective_vs(self, path: str | Path | None = None, **kwargs: Any):
+        """Objective against each hyperparameter; see :mod:`jopt.sweep.plots`."""
+        from jopt.sweep.plots import plot_objective_vs
+
+        return plot_objective_vs(self, path, **kwargs)
+
+
+class _pd_options:
+    def __enter__(self):
+        import pandas as pd
+
+        self._ctx = pd.option_context("display.width", 200, "display.max_columns", 50)
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)

@@ -1,0 +1,382 @@
+"""Search spaces: dimensions, validation, and the hyperparameter mapping a task sees.
+
+A search space maps hyperparameter names to *dimensions*:
+
+* :func:`uniform` / :func:`loguniform` -- continuous ranges (traced, float32),
+* :func:`integer` -- integer ranges (traced, int32),
+* :func:`choice` -- categorical values (traced when numeric, static otherwise),
+* any plain Python value -- a fixed value (static, the same for every trial).
+
+Traced values reach the task as JAX scalars, so one compiled program serves
+every value. Dimensions declared ``static=True`` (layer width, batch size, which
+optimizer) reach the task as Python values; trials are grouped by their static
+values and each group compiles once.
+
+Example:
+  >>> from jopt import sweep
+  >>> space = sweep.Space(
+  ...     learning_rate=sweep.loguniform(1e-4, 1e-1),
+  ...     b1=sweep.uniform(0.8, 0.99),
+  ...     width=sweep.choice([64, 128], static=True),
+  ...     batch_size=128,
+  ... )
+  >>> sorted(space.traced_names), sorted(space.static_names)
+  (['b1', 'learning_rate'], ['batch_size', 'width'])
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Choice",
+    "Dimension",
+    "Fixed",
+    "Hyperparams",
+    "Integer",
+    "LogUniform",
+    "SearchSpaceError",
+    "Space",
+    "Uniform",
+    "choice",
+    "fixed",
+    "integer",
+    "loguniform",
+    "uniform",
+]
+
+RESERVED = frozenset({"fold"})
+
+
+class SearchSpaceError(ValueError):
+    """A search space, a configuration or a task is invalid (raised before any compile)."""
+
+
+def _check_number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise SearchSpaceError(f"{what} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise SearchSpaceError(f"{what} must be finite, got {value!r}")
+    return value
+
+
+class Dimension:
+    """Base class of a search-space dimension.
+
+    Subclasses map a unit-interval coordinate ``u`` in ``[0, 1)`` to a value
+    (:meth:`from_unit`, used by random and quasi-random search) and list their
+    grid values (:meth:`grid`).
+    """
+
+    static: bool = False
+    log: bool = False
+
+    def validate(self, name: str) -> None:
+        """Raise :class:`SearchSpaceError` naming ``name`` if the dimension is invalid."""
+
+    def from_unit(self, u: float) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def grid(self, points: int) -> list[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> str:
+        """NumPy dtype name of the traced value ("float32", "int32" or "bool")."""
+        return "float32"
+
+
+@dataclass(frozen=True)
+class Uniform(Dimension):
+    """Continuous values uniform in ``[low, high]``; see :func:`uniform`."""
+
+    low: float
+    high: float
+    static: bool = False
+
+    def validate(self, name: str) -> None:
+        lo = _check_number(self.low, f"{name}: low")
+        hi = _check_number(self.high, f"{name}: high")
+        if not lo < hi:
+            raise SearchSpaceError(f"{name}: empty or inverted range, need low < high, got [{lo:g}, {hi:g}]")
+
+    def from_unit(self, u: float) -> float:
+        return float(self.low + u * (self.high - self.low))
+
+    def grid(self, points: int) -> list[float]:
+        return [float(v) for v in np.linspace(self.low, self.high, points)]
+
+
+@dataclass(frozen=True)
+class LogUniform(Uniform):
+    """Continuous values whose logarithm is uniform; see :func:`loguniform`."""
+
+    log: bool = field(default=True, init=False)
+
+    def validate(self, name: str) -> None:
+        for what, v in (("low", self.low), ("high", self.high)):
+            if _check_number(v, f"{name}: {what}") <= 0:
+                raise SearchSpaceError(f"{name}: loguniform bounds must be > 0, got {what}={v!r}")
+        super().validate(name)
+
+    def from_unit(self, u: float) -> float:
+        lo, hi = math.log(self.low), math.log(self.high)
+        return float(math.exp(lo + u * (hi - lo)))
+
+    def grid(self, points: int) -> list[float]:
+        return [float(v) for v in np.geomspace(self.low, self.high, points)]
+
+
+@dataclass(frozen=True)
+class Integer(Dimension):
+    """Integers in ``[low, high]`` (both included); see :func:`integer`."""
+
+    low: int
+    high: int
+    static: bool = False
+    log: bool = False
+
+    def validate(self, name: str) -> None:
+        for what, v in (("low", self.low), ("high", self.high)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise SearchSpaceError(f"{name}: integer {what} must be an int, got {v!r}")
+        if not self.low <= self.high:
+            raise SearchSpaceError(f"{name}: inverted range, need low <= high, got [{self.low}, {self.high}]")
+        if self.log and self.low <= 0:
+            raise SearchSpaceError(f"{name}: log-scaled integer bounds must be > 0, got low={self.low}")
+
+    def from_unit(self, u: float) -> int:
+        if self.log:
+            lo, hi = math.log(self.low - 0.5 + 1e-9), math.log(self.high + 0.5)
+            return int(min(max(round(math.exp(lo + u * (hi - lo))), self.low), self.high))
+        return int(min(self.low + math.floor(u * (self.high - self.low + 1)), self.high))
+
+    def grid(self, points: int) -> list[int]:
+        n = self.high - self.low + 1
+        if n <= points:
+            return list(range(self.low, self.high + 1))
+        space = np.geomspace if self.log else np.linspace
+        return sorted({int(round(v)) for v in space(self.low, self.high, points)})
+
+    @property
+    def dtype(self) -> str:
+        return "int32"
+
+
+@dataclass(frozen=True)
+class Choice(Dimension):
+    """One of a list of values; see :func:`choice`."""
+
+    values: tuple
+    static: bool = False
+
+    def validate(self, name: str) -> None:
+        if len(self.values) == 0:
+            raise SearchSpaceError(f"{name}: choice needs at least one value")
+        if not self.static and not _numeric(self.values):
+            raise SearchSpaceError(
+                f"{name}: non-numeric choice {list(self.values)!r} cannot be traced; "
+                "declare it with static=True"
+            )
+
+    def from_unit(self, u: float) -> Any:
+        return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
+
+    def grid(self, points: int) -> list[Any]:
+        del points
+        return list(self.values)
+
+    @property
+    def dtype(self) -> str:
+        if all(isinstance(v, (bool, np.bool_)) for v in self.values):
+            return "bool"
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self.values):
+            return "int32"
+        return "float32"
+
+
+@dataclass(frozen=True)
+class Fixed(Dimension):
+    """A value shared by every trial (static: reaches the task as a Python value)."""
+
+    value: Any
+    static: bool = field(default=True, init=False)
+
+    def from_unit(self, u: float) -> Any:
+        del u
+        return self.value
+
+    def grid(self, points: int) -> list[Any]:
+        del points
+        return [self.value]
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float, bool, np.integer, np.floating, np.bool_)) for v in values)
+
+
+def uniform(low: float, high: float, *, static: bool = False) -> Uniform:
+    """Continuous hyperparameter uniform in ``[low, high]``.
+
+    Example:
+      >>> from jopt import sweep
+      >>> sweep.uniform(0.8, 0.99).from_unit(0.5)
+      0.895
+    """
+    return Uniform(low, high, static)
+
+
+def loguniform(low: float, high: float, *, static: bool = False) -> LogUniform:
+    """Continuous hyperparameter whose log is uniform in ``[log low, log high]`` (needs ``0 < low < high``).
+
+    Example:
+      >>> from jopt import sweep
+      >>> round(sweep.loguniform(1e-4, 1e-2).from_unit(0.5), 6)
+      0.001
+    """
+    return LogUniform(low, high, static)
+
+
+def integer(low: int, high: int, *, log: bool = False, static: bool = False) -> Integer:
+    """Integer hyperparameter in ``[low, high]``, both ends included.
+
+    Example:
+      >>> from jopt import sweep
+      >>> sweep.integer(1, 4).grid(10)
+      [1, 2, 3, 4]
+    """
+    return Integer(low, high, static, log)
+
+
+def choice(values: Sequence[Any], *, static: bool | None = None) -> Choice:
+    """Categorical hyperparameter. Numeric values are traced unless ``static=True``;
+    non-numeric values (strings, callables) must be static.
+
+    Example:
+      >>> from jopt import sweep
+      >>> sweep.choice(["adam", "sgd"], static=True).grid(0)
+      ['adam', 'sgd']
+    """
+    values = tuple(values)
+    return Choice(values, bool(static) if static is not None else False)
+
+
+def fixed(value: Any) -> Fixed:
+    """A fixed (static) value; plain values in a :class:`Space` are wrapped with this."""
+    return Fixed(value)
+
+
+class Space(Mapping[str, Dimension]):
+    """A validated search space: ``name -> Dimension`` (plain values become :func:`fixed`).
+
+    Raises:
+      SearchSpaceError: for empty or inverted ranges, non-positive log bounds,
+        empty choices, non-numeric traced choices or reserved names (``fold``).
+    """
+
+    def __init__(self, dims: Mapping[str, Any] | None = None, /, **kwargs: Any):
+        merged = dict(dims or {}, **kwargs)
+        if not merged:
+            raise SearchSpaceError("the search space is empty")
+        self._dims: dict[str, Dimension] = {}
+        for name, dim in merged.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise SearchSpaceError(f"hyperparameter names must be identifiers, got {name!r}")
+            if name in RESERVED:
+                raise SearchSpaceError(f"{name!r} is reserved (the engine sets it when folds= is given)")
+            dim = dim if isinstance(dim, Dimension) else Fixed(dim)
+            dim.validate(name)
+            self._dims[name] = dim
+
+    def __getitem__(self, name: str) -> Dimension:
+        return self._dims[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dims)
+
+    def __len__(self) -> int:
+        return len(self._dims)
+
+    def __repr__(self) -> str:
+        return f"Space({self._dims!r})"
+
+    @property
+    def traced_names(self) -> tuple[str, ...]:
+        """Names whose values are traced (JAX scalars inside the task)."""
+        return tuple(n for n, d in self._dims.items() if not d.static)
+
+    @property
+    def static_names(self) -> tuple[str, ...]:
+        """Names whose values are static (Python values inside the task)."""
+        return tuple(n for n, d in self._dims.items() if d.static)
+
+    def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Check an explicit configuration against the space; fill fixed values.
+
+        Example:
+          >>> from jopt import sweep
+          >>> sweep.Space(lr=sweep.loguniform(1e-3, 1.0), bs=32).validate_config({"lr": 0.1})
+          {'lr': 0.1, 'bs': 32}
+        """
+        unknown = set(config) - set(self._dims)
+        if unknown:
+            raise SearchSpaceError(f"configuration has hyperparameters not in the space: {sorted(unknown)}")
+        out = {}
+        for name, dim in self._dims.items():
+            if name not in config:
+                if isinstance(dim, Fixed):
+                    out[name] = dim.value
+                    continue
+                raise SearchSpaceError(f"configuration {dict(config)!r} lacks hyperparameter {name!r}")
+            value = config[name]
+            if not dim.static and not _numeric([value]):
+                raise SearchSpaceError(f"{name}: traced hyperparameter needs a number, got {value!r}")
+            out[name] = value
+        return out
+
+
+class Hyperparams(Mapping[str, Any]):
+    """The hyperparameters one trial's task functions see.
+
+    Traced names map to JAX scalars, static names to Python values. Reading a
+    name that is not in the space raises ``KeyError`` with the known names and a
+    did-you-mean hint. ``fold`` is the fold index (traced int32) when the sweep
+    has ``folds=k``, and ``num_folds`` is ``k`` (or ``None``).
+    """
+
+    def __init__(self, values: Mapping[str, Any], num_folds: int | None = None):
+        self._values = dict(values)
+        self.num_folds = num_folds
+        self.accessed: set[str] = set()
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._values:
+            self.accessed.add(name)
+            return self._values[name]
+        if name == "fold":
+            raise KeyError("'fold' is only defined in a cross-validated sweep: pass folds=k to sweep.run")
+        close = difflib.get_close_matches(str(name), list(self._values), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        known = sorted(k for k in self._values if k != "fold")
+        raise KeyError(f"hyperparameter {name!r} is not in the search space{hint} (known: {known})")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Hyperparams({self._values!r})"
+
+    @property
+    def fold(self) -> Any:
+        """The fold index (traced int32 scalar) in a cross-validated sweep, else ``None``."""
+        return self._values.get("fold")
