@@ -54,6 +54,7 @@ __all__ = [
     "EmptyState",
     "GradientTransformation",
     "apply_updates",
+    "as_transformation",
     "chain",
     "current_hyperparams",
     "declare_extra_args",
@@ -164,9 +165,7 @@ def _foreign_extra_args(tx: Any) -> frozenset[str]:
         sig = inspect.signature(tx.update)
     except (TypeError, ValueError):
         return frozenset()
-    return frozenset(
-        p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
-    )
+    return frozenset(p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 def with_extra_args(tx: Any, *names: str) -> GradientTransformation:
@@ -180,12 +179,24 @@ def with_extra_args(tx: Any, *names: str) -> GradientTransformation:
     return GradientTransformation(tx.init, tx.update, frozenset(names))
 
 
-def _as_member(tx: Any) -> GradientTransformation:
-    """Adapt any object with ``init``/``update`` to a chain member."""
+def as_transformation(tx: Any) -> GradientTransformation:
+    """A jopt transform as is; any other object with ``init``/``update`` (e.g. optax's) adapted.
+
+    The extra arguments a foreign transform consumes are its ``extra_args``
+    attribute if it has one, else the keyword-only parameters of its ``update``.
+    Every combinator (:func:`chain`, :func:`jopt.masked`, :func:`jopt.partition`, ...)
+    accepts its members through this function.
+
+    Example:
+      >>> import jopt, optax
+      >>> tx = jopt.as_transformation(optax.scale(-0.1))
+      >>> tx.extra_args
+      frozenset()
+    """
     if isinstance(tx, GradientTransformation):
         return tx
     if not (hasattr(tx, "init") and hasattr(tx, "update")):
-        raise TypeError(f"chain members must have init and update, got {type(tx).__name__}")
+        raise TypeError(f"expected a gradient transformation (init and update), got {type(tx).__name__}")
     names = _foreign_extra_args(tx)
     declare_extra_args(*names)
     return GradientTransformation(tx.init, tx.update, names)
@@ -207,10 +218,12 @@ def chain(*transforms: Any) -> GradientTransformation:
 
     Example:
       >>> import jax.numpy as jnp, jopt
-      >>> tx = jopt.chain(jopt.clip_by_global_norm(1.0), jopt.scale_by_adam(), jopt.scale_by_learning_rate(1e-3))
+      >>> tx = jopt.chain(
+      ...     jopt.clip_by_global_norm(1.0), jopt.scale_by_adam(), jopt.scale_by_learning_rate(1e-3)
+      ... )
       >>> state = tx.init({"w": jnp.ones(3)})
     """
-    members = tuple(_as_member(tx) for tx in transforms)
+    members = tuple(as_transformation(tx) for tx in transforms)
     names = frozenset().union(*(tx.extra_args for tx in members))
 
     def init(params):
@@ -233,7 +246,7 @@ def named_chain(*named_transforms: tuple[str, Any]) -> GradientTransformation:
     keys = [name for name, _ in named_transforms]
     if len(set(keys)) != len(keys):
         raise ValueError(f"named_chain names must be unique, got {keys}")
-    members = tuple(_as_member(tx) for _, tx in named_transforms)
+    members = tuple(as_transformation(tx) for _, tx in named_transforms)
     names = frozenset().union(*(tx.extra_args for tx in members))
 
     def init(params):
@@ -284,14 +297,14 @@ def current_hyperparams(state: OptState) -> dict[str, Array]:
       >>> import jax.numpy as jnp, jopt
       >>> opt = jopt.adamw(jopt.schedules.linear(1e-3, 0.0, 100))
       >>> state = opt.init({"w": jnp.ones(3)})
-      >>> float(jopt.current_hyperparams(state)["learning_rate"])
+      >>> round(float(jopt.current_hyperparams(state)["learning_rate"]), 6)
       0.001
     """
     found: list[tuple[str, str, Array]] = []
 
     def walk(node, path):
         if isinstance(node, tuple) and hasattr(node, "_fields") and "hyperparams" in node._fields:
-            for name, value in getattr(node, "hyperparams").items():
+            for name, value in node.hyperparams.items():
                 found.append((name, "/".join(path), value))
         for key, child in _state_children(node):
             if key != "hyperparams":

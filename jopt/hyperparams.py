@@ -142,4 +142,3 @@ def check_same_length(name_a: str, a: Any, name_b: str, b: Any, *, offset: int =
     if len_b != len_a + offset:
         rel = f"len({name_a})" + (f" + {offset}" if offset else "")
         raise ValueError(f"len({name_b}) must equal {rel} = {len_a + offset}, got {len_b}")
-

@@ -30,6 +30,19 @@ def _is_none(x: Any) -> bool:
     return x is None
 
 
+def tree_unzip(tree_of_tuples: PyTree, like: PyTree, n: int) -> tuple[PyTree, ...]:
+    """Split a tree (structured like ``like``) whose leaves are ``n``-tuples into ``n`` trees.
+
+    Example:
+      >>> import jopt
+      >>> jopt.tree.tree_unzip({"a": (1, 2)}, {"a": 0}, 2)
+      ({'a': 1}, {'a': 2})
+    """
+    treedef = jax.tree.structure(like)
+    rows = treedef.flatten_up_to(tree_of_tuples)
+    return tuple(jax.tree.unflatten(treedef, [row[i] for row in rows]) for i in range(n))
+
+
 def tree_zeros_like(tree: PyTree, dtype: Any | None = None) -> PyTree:
     """Zeros with the structure (and sharding, under jit) of ``tree``; ``dtype`` overrides."""
     return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
@@ -49,9 +62,7 @@ def tree_cast_like(tree: PyTree, like: PyTree) -> PyTree:
 
 def tree_scale(tree: PyTree, factor: Array) -> PyTree:
     """``factor * x`` for every leaf, computed in at least float32, keeping leaf dtypes."""
-    return jax.tree.map(
-        lambda x: (factor.astype(compute_dtype(x.dtype)) * x).astype(x.dtype), tree
-    )
+    return jax.tree.map(lambda x: (factor.astype(compute_dtype(x.dtype)) * x).astype(x.dtype), tree)
 
 
 def tree_moment(updates: PyTree, moments: PyTree, decay: Array, order: int = 1) -> PyTree:

@@ -8,14 +8,13 @@ import jax.numpy as jnp
 
 from jopt.core import GradientTransformation, chain
 from jopt.hyperparams import Hyperparam, check_hyperparam
+from jopt.transforms.clipping import clip_by_block_rms
 from jopt.transforms.factored import (
-    _clip_by_block_rms,
-    _ema,
     _negate,
     _scale_by_param_block_rms,
     scale_by_factored_rms,
 )
-from jopt.transforms.layerwise import _decay_mask
+from jopt.transforms.momentum import ema
 from jopt.transforms.scaling import StatefulSchedule, scale_by_learning_rate
 from jopt.transforms.weight_decay import MaskOrFn, add_decayed_weights
 
@@ -85,14 +84,14 @@ def adafactor(
         scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps)
     ]
     if clipping_threshold is not None:
-        parts.append(_clip_by_block_rms(clipping_threshold))
+        parts.append(clip_by_block_rms(clipping_threshold))
     if learning_rate is not None:
         parts.append(scale_by_learning_rate(learning_rate, flip_sign=False))
     if multiply_by_parameter_scale:
         parts.append(_scale_by_param_block_rms())
     if momentum is not None:
-        parts.append(_ema(momentum, accumulator_dtype=dtype_momentum))
+        parts.append(ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
     if weight_decay_rate is not None:
-        parts.append(add_decayed_weights(weight_decay_rate, _decay_mask(weight_decay_mask)))
+        parts.append(add_decayed_weights(weight_decay_rate, weight_decay_mask))
     parts.append(_negate())
     return chain(*parts)

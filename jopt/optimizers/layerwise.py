@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from jopt.core import GradientTransformation, chain
 from jopt.hyperparams import Hyperparam, check_hyperparam
-from jopt.transforms.layerwise import _decay_mask, _trace, scale_by_novograd, scale_by_trust_ratio
+from jopt.transforms.layerwise import scale_by_novograd, scale_by_trust_ratio
+from jopt.transforms.momentum import trace
 from jopt.transforms.scaling import StatefulSchedule, scale_by_learning_rate
 from jopt.transforms.weight_decay import MaskOrFn, add_decayed_weights
 
@@ -58,12 +59,10 @@ def lars(
     """
     check_hyperparam(momentum, "momentum", low=0.0, high=1.0, owner="lars")
     return chain(
-        add_decayed_weights(weight_decay, _decay_mask(weight_decay_mask)),
-        scale_by_trust_ratio(
-            trust_coefficient=trust_coefficient, eps=eps, mask=_decay_mask(trust_ratio_mask)
-        ),
+        add_decayed_weights(weight_decay, weight_decay_mask),
+        scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps, mask=trust_ratio_mask),
         scale_by_learning_rate(learning_rate),
-        _trace(momentum, nesterov=nesterov),
+        trace(momentum, nesterov=nesterov),
     )
 
 
@@ -104,7 +103,7 @@ def lamb(
 
     return chain(
         scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root),
-        add_decayed_weights(weight_decay, _decay_mask(mask)),
+        add_decayed_weights(weight_decay, mask),
         scale_by_trust_ratio(),
         scale_by_learning_rate(learning_rate),
     )

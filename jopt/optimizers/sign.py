@@ -6,7 +6,6 @@ from typing import Any
 
 from jopt.core import GradientTransformation, chain
 from jopt.hyperparams import Hyperparam
-from jopt.transforms.layerwise import _decay_mask
 from jopt.transforms.scaling import StatefulSchedule, scale_by_learning_rate
 from jopt.transforms.sign import scale_by_lion, scale_by_sign
 from jopt.transforms.weight_decay import MaskOrFn, add_decayed_weights
@@ -72,6 +71,6 @@ def lion(
     """
     return chain(
         scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
-        add_decayed_weights(weight_decay, _decay_mask(mask)),
+        add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )

@@ -18,9 +18,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, transformation
+from jopt.core import GradientTransformation, as_transformation, transformation
 from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
-from jopt.transforms.partition import _as_transformation, _forwarded
+from jopt.transforms.partition import _forwarded
 from jopt.tree import safe_increment
 
 Array = jax.Array
@@ -94,7 +94,7 @@ def accumulate_gradients(
       >>> float(u1["w"][0]), float(u2["w"][0])
       (0.0, -2.0)
     """
-    inner = _as_transformation(inner)
+    inner = as_transformation(inner)
     check_hyperparam(every_k, "every_k", low=1, integer=True, owner="accumulate_gradients")
 
     def acc_dtype(x):

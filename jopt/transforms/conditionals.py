@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, transformation
+from jopt.core import GradientTransformation, as_transformation, transformation
 from jopt.hyperparams import Hyperparam, check_hyperparam, resolve
-from jopt.transforms.partition import _as_transformation, _forwarded
+from jopt.transforms.partition import _forwarded
 from jopt.tree import safe_increment, tree_all_finite
 
 Array = jax.Array
@@ -75,7 +75,7 @@ def skip_non_finite(inner: Any, max_consecutive_errors: Hyperparam | None = None
       >>> u["w"].tolist(), int(s.total_skips)
       ([0.0, 0.0], 1)
     """
-    inner = _as_transformation(inner)
+    inner = as_transformation(inner)
     check_hyperparam(
         max_consecutive_errors, "max_consecutive_errors", low=0, integer=True, owner="skip_non_finite"
     )

@@ -16,8 +16,7 @@ import numpy as np
 
 from jopt.core import GradientTransformation, resolve_hyperparams, stateless, transformation
 from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype, hyperparam_dtype, resolve
-from jopt.transforms.layerwise import _unzip
-from jopt.tree import safe_increment, tree_zeros_like
+from jopt.tree import safe_increment, tree_unzip
 
 Array = jax.Array
 DecayRateFn = Callable[[Array, Array], Array]
@@ -142,7 +141,7 @@ def scale_by_factored_rms(
             return jnp.zeros_like(row), jnp.zeros_like(col), placeholder
 
         count = jnp.zeros([], jnp.int32)
-        v_row, v_col, v = _unzip(jax.tree.map(leaf, params), params, 3)
+        v_row, v_col, v = tree_unzip(jax.tree.map(leaf, params), params, 3)
         return FactoredState(count, v_row, v_col, v, resolved(count))
 
     def update(updates, state, params=None, **extra_args):
@@ -168,7 +167,7 @@ def scale_by_factored_rms(
             return u.astype(g.dtype), new_row.astype(v_row.dtype), new_col.astype(v_col.dtype), v
 
         out = jax.tree.map(leaf, updates, state.v_row, state.v_col, state.v)
-        new_updates, v_row, v_col, v = _unzip(out, updates, 4)
+        new_updates, v_row, v_col, v = tree_unzip(out, updates, 4)
         return new_updates, FactoredState(safe_increment(state.count), v_row, v_col, v, h)
 
     return transformation(init, update)
@@ -177,36 +176,6 @@ def scale_by_factored_rms(
 # --- Private companions used by jopt.adafactor -------------------------------------------------
 # Stand-ins until shared transforms exist (optax: clip_by_block_rms, scale_by_param_block_rms,
 # ema(debias=False)); each follows optax's order of arithmetic.
-
-
-class _CountState(NamedTuple):
-    count: Array
-    hyperparams: dict[str, Array]
-
-
-def _clip_by_block_rms(threshold: Hyperparam) -> GradientTransformation:
-    r"""Per leaf: :math:`u \leftarrow u / \max(1, \operatorname{rms}(u) / \tau)`."""
-    check_hyperparam(threshold, "threshold", low=0.0, low_open=True, owner="clip_by_block_rms")
-    hp = {"threshold": threshold}
-
-    def init(params):
-        del params
-        count = jnp.zeros([], jnp.int32)
-        return _CountState(count, resolve_hyperparams(hp, count))
-
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_hyperparams(hp, state.count)
-
-        def clip(u):
-            dt = compute_dtype(u.dtype)
-            u32 = u.astype(dt)
-            rms = jnp.sqrt(jnp.mean(jnp.real(jnp.conj(u32) * u32)))
-            return (u32 / jnp.maximum(1.0, rms / h["threshold"].astype(dt))).astype(u.dtype)
-
-        return jax.tree.map(clip, updates), _CountState(safe_increment(state.count), h)
-
-    return transformation(init, update)
 
 
 def _scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
@@ -228,37 +197,6 @@ def _scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation
         return jax.tree.map(leaf, updates, params)
 
     return stateless(scale)
-
-
-class _EmaState(NamedTuple):
-    count: Array
-    ema: Any
-    hyperparams: dict[str, Array]
-
-
-def _ema(decay: Hyperparam, accumulator_dtype: Any | None = None) -> GradientTransformation:
-    r"""Undebiased moving average :math:`m_t = (1 - \beta) u_t + \beta m_{t-1}`, returned as the update."""
-    check_hyperparam(decay, "decay", low=0.0, high=1.0, owner="ema")
-    hp = {"decay": decay}
-
-    def init(params):
-        count = jnp.zeros([], jnp.int32)
-        return _EmaState(count, tree_zeros_like(params, accumulator_dtype), resolve_hyperparams(hp, count))
-
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_hyperparams(hp, state.count)
-
-        def leaf(u, m):
-            dt = compute_dtype(jnp.promote_types(u.dtype, m.dtype))
-            d = h["decay"].astype(dt)
-            new = (1 - d) * u.astype(dt) + d * m.astype(dt)
-            return new.astype(u.dtype), new.astype(m.dtype)
-
-        new_updates, ema = _unzip(jax.tree.map(leaf, updates, state.ema), updates, 2)
-        return new_updates, _EmaState(safe_increment(state.count), ema, h)
-
-    return transformation(init, update)
 
 
 def _negate() -> GradientTransformation:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jopt.core import GradientTransformation, resolve_hyperparams, transformation
 from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
 from jopt.transforms.weight_decay import MaskOrFn, resolve_mask
-from jopt.tree import safe_increment, tree_zeros_like
+from jopt.tree import safe_increment, tree_unzip, tree_zeros_like
 
 Array = jax.Array
 
@@ -24,33 +24,6 @@ __all__ = [
     "scale_by_novograd",
     "scale_by_trust_ratio",
 ]
-
-
-def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple[Any, ...]:
-    """Split a tree (structured like ``like``) of ``n``-tuples into ``n`` trees."""
-    treedef = jax.tree.structure(like)
-    rows = treedef.flatten_up_to(tree_of_tuples)
-    return tuple(jax.tree.unflatten(treedef, [row[i] for row in rows]) for i in range(n))
-
-
-def _leaf_mask(mask: MaskOrFn, tree: Any) -> Any:
-    """A bool per leaf of ``tree`` from ``mask``: ``None``, a (prefix) pytree of bools, or a function.
-
-    A prefix mask (e.g. ``{"encoder": True, "head": False}``) is broadcast to
-    every leaf below each of its entries.
-    """
-    prefix = resolve_mask(mask, tree)
-    return jax.tree.map(lambda on, sub: jax.tree.map(lambda _: on, sub), prefix, tree)
-
-
-def _decay_mask(mask: MaskOrFn | bool) -> MaskOrFn:
-    """``mask`` for :func:`add_decayed_weights` with ``True`` meaning all leaves and prefixes broadcast.
-
-    (``add_decayed_weights`` itself expects a full-depth mask.)
-    """
-    if mask is None or mask is True:
-        return None
-    return lambda params: _leaf_mask(mask, params)
 
 
 def _select(on: Any, new: Array, old: Array) -> Array:
@@ -137,7 +110,7 @@ def scale_by_trust_ratio(
             ratio = jnp.where((param_norm == 0) | (update_norm == 0), jnp.ones_like(ratio), ratio)
             return _select(on, (u32 * ratio).astype(u.dtype), u)
 
-        updates = jax.tree.map(scale_leaf, _leaf_mask(mask, params), updates, params)
+        updates = jax.tree.map(scale_leaf, resolve_mask(mask, params), updates, params)
         return updates, ScaleByTrustRatioState(safe_increment(state.count), h)
 
     return transformation(init, update)
@@ -222,45 +195,7 @@ def scale_by_novograd(
             return new_m.astype(g.dtype), new_m.astype(m.dtype), new_v.astype(v.dtype)
 
         out = jax.tree.map(leaf, updates, params, state.mu, state.nu)
-        new_updates, mu, nu = _unzip(out, updates, 3)
+        new_updates, mu, nu = tree_unzip(out, updates, 3)
         return new_updates, ScaleByNovogradState(safe_increment(state.count), mu, nu, h)
-
-    return transformation(init, update)
-
-
-class TraceState(NamedTuple):
-    """Momentum buffer and the decay used at the latest step."""
-
-    count: Array
-    trace: Any
-    hyperparams: dict[str, Array]
-
-
-def _trace(decay: Hyperparam, nesterov: bool = False, accumulator_dtype: Any | None = None):
-    r"""Heavy-ball momentum :math:`t_k = u_k + \mu\, t_{k-1}` (Nesterov: :math:`u_k + \mu\, t_k`).
-
-    Private stand-in for LARS until a shared momentum transform exists; follows
-    ``optax.trace``'s order of arithmetic.
-    """
-    check_hyperparam(decay, "decay", low=0.0, high=1.0, owner="trace")
-    hp = {"decay": decay}
-
-    def init(params):
-        count = jnp.zeros([], jnp.int32)
-        return TraceState(count, tree_zeros_like(params, accumulator_dtype), resolve_hyperparams(hp, count))
-
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_hyperparams(hp, state.count)
-
-        def leaf(u, t):
-            dt = compute_dtype(jnp.promote_types(u.dtype, t.dtype))
-            mu, u32 = h["decay"].astype(dt), u.astype(dt)
-            new_t = u32 + mu * t.astype(dt)
-            out = u32 + mu * new_t if nesterov else new_t
-            return out.astype(u.dtype), new_t.astype(t.dtype)
-
-        new_updates, trace = _unzip(jax.tree.map(leaf, updates, state.trace), updates, 2)
-        return new_updates, TraceState(safe_increment(state.count), trace, h)
 
     return transformation(init, update)

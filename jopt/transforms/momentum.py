@@ -33,12 +33,12 @@ import jax.numpy as jnp
 
 from jopt.core import GradientTransformation, resolve_hyperparams, transformation
 from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
-from jopt.tree import safe_increment, tree_zeros_like
+from jopt.tree import safe_increment, tree_bias_correction, tree_moment, tree_zeros_like
 
 Array = jax.Array
 PyTree = Any
 
-__all__ = ["TraceState", "heavy_ball", "trace"]
+__all__ = ["EmaState", "TraceState", "ema", "heavy_ball", "trace"]
 
 
 class TraceState(NamedTuple):
@@ -175,3 +175,57 @@ def heavy_ball(momentum: Hyperparam, accumulator_dtype: Any | None = None) -> Gr
       [-1. -1.]
     """
     return _momentum(momentum, accumulator_dtype=accumulator_dtype, name="momentum", owner="heavy_ball")
+
+
+class EmaState(NamedTuple):
+    """State of :func:`ema`: step count, the (undebiased) average, and the decay used last."""
+
+    count: Array
+    ema: PyTree
+    hyperparams: dict[str, Array]
+
+
+def ema(
+    decay: Hyperparam, debias: bool = True, accumulator_dtype: Any | None = None
+) -> GradientTransformation:
+    r"""Exponential moving average of the updates, returned as the update (``optax.ema``).
+
+    .. math::
+
+        m_t = \beta_t m_{t-1} + (1 - \beta_t) u_t, \qquad
+        u_t \leftarrow \begin{cases} m_t / (1 - \beta_t^t) & \texttt{debias=True} \\
+                                     m_t & \text{otherwise} \end{cases}
+
+    Unlike :func:`trace`, the update is damped by :math:`1 - \beta`.
+
+    Args:
+      decay: :math:`\beta \in [0, 1)`; number, array or schedule.
+      debias: divide by :math:`1 - \beta^t` (Adam's bias correction).
+      accumulator_dtype: dtype of the stored average; ``None``: the parameters' dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, jopt
+      >>> tx = jopt.ema(0.5, debias=False)
+      >>> u, _ = tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.zeros(2)}))
+      >>> u["w"].tolist()
+      [0.5, 0.5]
+    """
+    _check("ema", decay=decay)
+    acc_dtype = None if accumulator_dtype is None else jax.dtypes.canonicalize_dtype(accumulator_dtype)
+    hp = {"decay": decay}
+
+    def init(params):
+        count = jnp.zeros([], jnp.int32)
+        return EmaState(count, tree_zeros_like(params, acc_dtype), resolve_hyperparams(hp, count))
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        h = resolve_hyperparams(hp, state.count)
+        count = safe_increment(state.count)
+        new_ema = tree_moment(updates, state.ema, h["decay"], order=1)
+        out = tree_bias_correction(new_ema, h["decay"], count) if debias else new_ema
+        out = jax.tree.map(lambda o, u: o.astype(u.dtype), out, updates)
+        stored = jax.tree.map(lambda m, old: m.astype(old.dtype), new_ema, state.ema)
+        return out, EmaState(count, stored, h)
+
+    return transformation(init, update)

@@ -19,7 +19,6 @@ that declares them.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
 
@@ -27,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.core import GradientTransformation, declare_extra_args, transformation
+from jopt.core import GradientTransformation, as_transformation, transformation
 
 PyTree = Any
 MaskOrFn = Any | Callable[[Any], Any]
@@ -41,27 +40,6 @@ class MaskedNode(NamedTuple):
     It is an empty pytree node: ``jax.tree.map`` passes it through unchanged and
     it contributes no leaves to the inner state.
     """
-
-
-def _as_transformation(tx: Any) -> GradientTransformation:
-    """A jopt transform as is; any object with ``init``/``update`` (optax) adapted.
-
-    The extra arguments a foreign transform consumes are the keyword-only
-    parameters of its ``update`` (as :func:`jopt.chain` does).
-    """
-    if isinstance(tx, GradientTransformation):
-        return tx
-    if not (hasattr(tx, "init") and hasattr(tx, "update")):
-        raise TypeError(f"expected a gradient transformation, got {type(tx).__name__}")
-    names = getattr(tx, "extra_args", None)
-    if not isinstance(names, frozenset):
-        try:
-            params = inspect.signature(tx.update).parameters.values()
-            names = frozenset(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
-        except (TypeError, ValueError):
-            names = frozenset()
-    declare_extra_args(*names)
-    return GradientTransformation(tx.init, tx.update, names)
 
 
 def _forwarded(tx: GradientTransformation, extra_args: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,7 +112,7 @@ def masked(inner: Any, mask: MaskOrFn) -> GradientTransformation:
       >>> float(u["w"][0, 0]), float(u["b"][0])
       (0.5, 1.0)
     """
-    inner = _as_transformation(inner)
+    inner = as_transformation(inner)
 
     def init(params):
         mask_tree = _bool_mask(mask, params, params)
@@ -188,7 +166,7 @@ def partition(
       >>> round(float(u["body"]["w"][0]), 4), round(float(u["head"]["w"][0]), 4)
       (-0.01, -0.1)
     """
-    members = {k: _as_transformation(tx) for k, tx in transforms.items()}
+    members = {k: as_transformation(tx) for k, tx in transforms.items()}
     names = frozenset().union(*(tx.extra_args for tx in members.values()))
 
     def group_masks(updates, params):
@@ -254,7 +232,7 @@ def freeze(inner: Any, *, frozen: MaskOrFn) -> GradientTransformation:
       >>> u["backbone"].tolist(), [round(float(x), 4) for x in u["head"]]
       ([0.0, 0.0, 0.0], [-0.1, -0.1])
     """
-    inner = _as_transformation(inner)
+    inner = as_transformation(inner)
 
     def trainable(updates, params):
         return jax.tree.map(lambda m: not m, _bool_mask(frozen, updates, params))

@@ -43,12 +43,6 @@ class RegularizationState(NamedTuple):
     hyperparams: dict[str, Array]
 
 
-def _leaf_mask(mask: MaskOrFn, params: PyTree) -> PyTree:
-    """The mask broadcast from a prefix of ``params`` to one entry per leaf."""
-    selected = resolve_mask(mask, params)
-    return jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), selected, params)
-
-
 def _masked_param_rule(
     owner: str,
     hp: dict[str, Hyperparam],
@@ -66,7 +60,7 @@ def _masked_param_rule(
             new = rule(u.astype(dt), p.astype(dt), hd).astype(u.dtype)
             return new if on is True else jnp.where(on, new, u)
 
-        return jax.tree.map(one, _leaf_mask(mask, params), updates, params)
+        return jax.tree.map(one, resolve_mask(mask, params), updates, params)
 
     return _hyperparam_transform(hp, fn, needs_params=owner, state_cls=RegularizationState)
 

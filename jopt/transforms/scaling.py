@@ -121,7 +121,7 @@ def scale_by_learning_rate(
       >>> tx = jopt.scale_by_learning_rate(0.1)
       >>> state = tx.init({"w": jnp.ones(2)})
       >>> u, state = tx.update({"w": jnp.ones(2)}, state)
-      >>> float(jopt.current_hyperparams(state)["learning_rate"])
+      >>> round(float(jopt.current_hyperparams(state)["learning_rate"]), 6)
       0.1
     """
     sign = -1.0 if flip_sign else 1.0
@@ -142,7 +142,9 @@ def scale_by_learning_rate(
         del params
         count = jnp.zeros([], jnp.int32)
         if stateful is None:
-            return ScaleByLearningRateState(count, EmptyState(), {"learning_rate": resolve(learning_rate, count)})
+            return ScaleByLearningRateState(
+                count, EmptyState(), {"learning_rate": resolve(learning_rate, count)}
+            )
         schedule_state = stateful.init()
         first = getattr(stateful, "initial_value", None)
         lr0 = resolve(first if first is not None else 0.0, count)
@@ -152,7 +154,9 @@ def scale_by_learning_rate(
         del params
         lr, schedule_state = current(state.count, state.schedule_state, extra_args)
         updates = tree_scale(updates, sign * lr)
-        new_state = ScaleByLearningRateState(safe_increment(state.count), schedule_state, {"learning_rate": lr})
+        new_state = ScaleByLearningRateState(
+            safe_increment(state.count), schedule_state, {"learning_rate": lr}
+        )
         return updates, new_state
 
     names = stateful.extra_args if stateful is not None else ()

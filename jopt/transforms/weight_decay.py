@@ -25,11 +25,25 @@ MaskOrFn = Any | Callable[[Any], Any] | None
 __all__ = ["AddDecayedWeightsState", "add_decayed_weights", "resolve_mask"]
 
 
-def resolve_mask(mask: MaskOrFn, params: Any) -> Any:
-    """A boolean pytree (prefix) from ``mask``: a pytree of bools, or ``params -> pytree``."""
+def resolve_mask(mask: MaskOrFn | bool, params: Any) -> Any:
+    """One mask entry per leaf of ``params``.
+
+    ``mask`` is ``None`` or ``True`` (every leaf), ``False`` (none), a pytree of
+    bools with the structure of ``params`` or a prefix of it (``{"encoder": True,
+    "head": False}``: an entry covers every leaf below it), or a function
+    ``params -> pytree`` returning one of these. Entries may be Python bools or
+    boolean arrays (traced masks select with ``jnp.where``).
+
+    Example:
+      >>> import jax.numpy as jnp, jopt
+      >>> params = {"enc": {"w": jnp.ones(2), "b": jnp.ones(1)}, "head": jnp.ones(3)}
+      >>> jopt.resolve_mask({"enc": True, "head": False}, params)
+      {'enc': {'b': True, 'w': True}, 'head': False}
+    """
     if mask is None:
-        return jax.tree.map(lambda _: True, params)
-    return mask(params) if callable(mask) else mask
+        mask = True
+    prefix = mask(params) if callable(mask) else mask
+    return jax.tree.map(lambda on, sub: jax.tree.map(lambda _: on, sub), prefix, params)
 
 
 class AddDecayedWeightsState(NamedTuple):
