@@ -47,15 +47,7 @@ class MLP(nn.Module):
 
 def make_optimizer(hp):
     """AdamW with traced learning rate, beta1 and weight decay."""
-    if hasattr(jopt, "adamw"):
-        return jopt.adamw(learning_rate=hp["learning_rate"], b1=hp["b1"], weight_decay=hp["weight_decay"])
-    import optax  # fallback until jopt.adamw lands: the same composition
-
-    return jopt.chain(
-        optax.scale_by_adam(b1=hp["b1"]),
-        jopt.add_decayed_weights(hp["weight_decay"]),
-        jopt.scale_by_learning_rate(hp["learning_rate"]),
-    )
+    return jopt.adamw(learning_rate=hp["learning_rate"], b1=hp["b1"], weight_decay=hp["weight_decay"])
 
 
 def build(quick: bool = False):
