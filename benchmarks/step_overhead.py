@@ -66,16 +66,22 @@ def measure(make_tx, params, grads, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
     args = parser.parse_args()
 
     dev = jax.devices()[0]
-    print(f"# jax {jax.__version__}, optax {optax.__version__}, device {dev.device_kind} ({dev.platform}), "
-          f"{platform.processor() or platform.machine()}")
-    header = f"{'leaves':>6} | {'optax compile s':>15} | {'jopt compile s':>14} | {'ratio':>5} | " \
-             f"{'optax step us':>13} | {'jopt step us':>12} | {'ratio':>5} | {'max |diff|':>9}"
+    print(
+        f"# jax {jax.__version__}, optax {optax.__version__}, device {dev.device_kind} ({dev.platform}), "
+        f"{platform.processor() or platform.machine()}"
+    )
+    header = (
+        f"{'leaves':>6} | {'optax compile s':>15} | {'jopt compile s':>14} | {'ratio':>5} | "
+        f"{'optax step us':>13} | {'jopt step us':>12} | {'ratio':>5} | {'max |diff|':>9}"
+    )
     print(header)
     print("-" * len(header))
     for n in args.sizes:
@@ -88,10 +94,14 @@ def main() -> None:
         j2 = measure(jopt_tx, params, grads, args.repeats)
         oc, jc = min(o["compile_s"], o2["compile_s"]), min(j["compile_s"], j2["compile_s"])
         os_, js = min(o["step_us"], o2["step_us"]), min(j["step_us"], j2["step_us"])
-        diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(o["final"]),
-                                                                  jax.tree.leaves(j["final"])))
-        print(f"{n:>6} | {oc:>15.3f} | {jc:>14.3f} | {jc / oc:>5.2f} | {os_:>13.1f} | {js:>12.1f} | "
-              f"{js / os_:>5.2f} | {diff:>9.2e}")
+        diff = max(
+            float(jnp.max(jnp.abs(a - b)))
+            for a, b in zip(jax.tree.leaves(o["final"]), jax.tree.leaves(j["final"]))
+        )
+        print(
+            f"{n:>6} | {oc:>15.3f} | {jc:>14.3f} | {jc / oc:>5.2f} | {os_:>13.1f} | {js:>12.1f} | "
+            f"{js / os_:>5.2f} | {diff:>9.2e}"
+        )
     print("ratio = jopt / optax (below 1.00: jopt faster)")
 
 

@@ -94,13 +94,13 @@ REFERENCE_CASES = [
     ("poly-2", lambda: S.polynomial(1.0, 0.01, 2, 120), lambda: optax.polynomial_schedule(1.0, 0.01, 2, 120)),
     ("poly-sqrt-begin", lambda: S.polynomial(0.5, 2.0, 0.5, 200, 10),
      lambda: optax.polynomial_schedule(0.5, 2.0, 0.5, 200, 10)),
-    ("exp", lambda: S.exponential_decay(1.0, 0.9, 10),
+    ("exp", lambda: S.exponential_decay(1.0, 10, 0.9),
      lambda: optax.exponential_decay(1.0, transition_steps=10, decay_rate=0.9)),
-    ("exp-staircase-begin", lambda: S.exponential_decay(2.0, 0.5, 30, transition_begin=15, staircase=True),
+    ("exp-staircase-begin", lambda: S.exponential_decay(2.0, 30, 0.5, transition_begin=15, staircase=True),
      lambda: optax.exponential_decay(2.0, 30, 0.5, transition_begin=15, staircase=True)),
-    ("exp-end-lower", lambda: S.exponential_decay(1.0, 0.5, 20, end_value=0.1),
+    ("exp-end-lower", lambda: S.exponential_decay(1.0, 20, 0.5, end_value=0.1),
      lambda: optax.exponential_decay(1.0, 20, 0.5, end_value=0.1)),
-    ("exp-end-upper", lambda: S.exponential_decay(0.1, 1.5, 25, end_value=1.0),
+    ("exp-end-upper", lambda: S.exponential_decay(0.1, 25, 1.5, end_value=1.0),
      lambda: optax.exponential_decay(0.1, 25, 1.5, end_value=1.0)),
     ("step_decay", lambda: S.step_decay(2.0, 0.5, 30),
      lambda: optax.exponential_decay(2.0, 30, 0.5, staircase=True)),
@@ -296,7 +296,7 @@ def test_vmap_over_argument_equals_python_loop(factory, kwargs, arg, sweep):
         pytest.param(
             "decay_rate",
             [0.1, 0.5, 0.99],
-            lambda r: S.exponential_decay(1.0, r, 10, end_value=0.01),
+            lambda r: S.exponential_decay(1.0, 10, r, end_value=0.01),
             lambda r: optax.exponential_decay(1.0, 10, r, end_value=0.01),
             id="exponential_decay",
         ),
@@ -335,7 +335,7 @@ def test_jit_taking_schedule_arguments_compiles_once():
         traces.append(1)
         scheds = [
             S.warmup_cosine_decay(0.0, 1.0, warmup, total),
-            S.exponential_decay(1.0, rate, total),
+            S.exponential_decay(1.0, total, rate),
             S.piecewise_constant_values(boundaries, [1.0, 0.5, 0.1]),
             S.cosine_with_warm_restarts(1.0, warmup + 1, mult),
             S.one_cycle(total, 1.0, pct_start=rate),
@@ -391,8 +391,8 @@ def test_property_polynomial(init, end, power, transition, begin):
 @jax.jit
 def _exp_curve(init, rate, transition, begin, end):
     return (
-        jax.vmap(S.exponential_decay(init, rate, transition, begin))(_STEPS),
-        jax.vmap(S.exponential_decay(init, rate, transition, begin, staircase=True, end_value=end))(_STEPS),
+        jax.vmap(S.exponential_decay(init, transition, rate, begin))(_STEPS),
+        jax.vmap(S.exponential_decay(init, transition, rate, begin, staircase=True, end_value=end))(_STEPS),
     )
 
 
@@ -569,9 +569,9 @@ BAD = [
     (lambda: S.linear(1.0, 0.0, -1), r"transition_steps must be in \[0, inf"),
     (lambda: S.linear(1.0, 0.0, 10, transition_begin=-5), r"transition_begin must be in \[0, inf"),
     (lambda: S.polynomial(1.0, 0.0, 0.0, 10), r"power must be in \(0, inf"),
-    (lambda: S.exponential_decay(1.0, 0.5, 0), r"transition_steps must be in \(0, inf"),
-    (lambda: S.exponential_decay(1.0, -0.5, 10), r"decay_rate must be in \(0, inf"),
-    (lambda: S.exponential_decay(1.0, 0.5, 10, transition_begin=-1), r"transition_begin"),
+    (lambda: S.exponential_decay(1.0, 0, 0.5), r"transition_steps must be in \(0, inf"),
+    (lambda: S.exponential_decay(1.0, 10, -0.5), r"decay_rate must be in \(0, inf"),
+    (lambda: S.exponential_decay(1.0, 10, 0.5, transition_begin=-1), r"transition_begin"),
     (lambda: S.step_decay(1.0, 0.5, 0), r"every must be in \(0, inf"),
     (lambda: S.step_decay(1.0, 0.0, 10), r"drop must be in \(0, inf"),
     (lambda: S.inverse_time_decay(1.0, -1.0), r"decay_rate must be in \[0, inf"),

@@ -6,7 +6,7 @@ schedule (values, rates, step counts, boundaries, ...) may be a Python number, a
 concrete array or a **traced** value: no Python branch inspects an argument's
 value, so::
 
-    jax.vmap(lambda r: jopt.schedules.exponential_decay(1.0, r, 100)(step))(rates)
+    jax.vmap(lambda r: jopt.schedules.exponential_decay(1.0, 100, r)(step))(rates)
 
 works, and a jitted function taking schedule arguments compiles once for all
 their values. Only *structural* arguments are Python: flags such as
@@ -288,13 +288,13 @@ def _exponential(init_value, decay_rate, transition_steps, transition_begin, sta
 
 def exponential_decay(
     init_value: Scalar,
-    decay_rate: Scalar,
     transition_steps: Scalar,
+    decay_rate: Scalar,
     transition_begin: Scalar = 0,
     staircase: bool = False,
     end_value: Scalar | None = None,
 ) -> Schedule:
-    r"""Exponential decay (``optax.exponential_decay``; note the argument order).
+    r"""Exponential decay (``optax.exponential_decay``, same arguments).
 
     .. math::
       v_t = I \, r^{\,p_t}, \qquad
@@ -307,19 +307,15 @@ def exponential_decay(
 
     Args:
       init_value: :math:`I`.
-      decay_rate: :math:`r > 0`.
       transition_steps: :math:`T > 0`, steps per factor :math:`r`.
+      decay_rate: :math:`r > 0`.
       transition_begin: :math:`B \ge 0`; the value is held at :math:`I` before it.
       staircase: decay in discrete jumps every :math:`T` steps (structural).
       end_value: optional bound :math:`E` (``None``: no bound; structural).
 
-    Unlike optax, ``decay_rate`` and ``transition_steps`` come in the order
-    ``(init_value, decay_rate, transition_steps)``: pass them by keyword when
-    porting optax code.
-
     Example:
       >>> import jopt
-      >>> sched = jopt.schedules.exponential_decay(1.0, decay_rate=0.5, transition_steps=10)
+      >>> sched = jopt.schedules.exponential_decay(1.0, transition_steps=10, decay_rate=0.5)
       >>> [round(float(sched(t)), 4) for t in (0, 10, 15, 20)]
       [1.0, 0.5, 0.3536, 0.25]
     """
@@ -337,7 +333,7 @@ def step_decay(init_value: Scalar, drop: Scalar, every: Scalar) -> Schedule:
 
     .. math:: v_t = I \, d^{\lfloor t / n \rfloor}
 
-    Same as ``exponential_decay(init_value, drop, every, staircase=True)``.
+    Same as ``exponential_decay(init_value, every, drop, staircase=True)``.
 
     Args:
       init_value: :math:`I`.
