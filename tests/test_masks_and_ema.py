@@ -69,9 +69,7 @@ def test_masked_leaves_are_not_decayed():
 def test_lamb_prefix_mask_matches_optax():
     mask = {"enc": True, "head": False}
     got = trajectory(jopt.lamb(0.01, weight_decay=0.1, mask=mask), PROBLEM, 30)
-    want = trajectory(
-        optax.lamb(0.01, weight_decay=0.1, mask=jopt.resolve_mask(mask, PARAMS)), PROBLEM, 30
-    )
+    want = trajectory(optax.lamb(0.01, weight_decay=0.1, mask=jopt.resolve_mask(mask, PARAMS)), PROBLEM, 30)
     assert_trees_close(got, want, rtol=1e-5, atol=1e-6)
 
 

@@ -81,7 +81,7 @@ def test_vmap_over_every_hyperparameter_equals_loop_and_compiles_once(case):
     batched_in = {k: jnp.stack([_as_arrays(c)[k] for c in configs]) for k in columns}
     batched = jax.jit(jax.vmap(run.__wrapped__ if hasattr(run, "__wrapped__") else run))(batched_in)
     for i, expected in enumerate(looped):
-        actual = jax.tree.map(lambda x: x[i], batched)
+        actual = jax.tree.map(lambda x, i=i: x[i], batched)
         assert_trees_close(actual, expected, rtol=2e-5, atol=2e-6, err_msg=f"{case.name} config {i}")
 
 

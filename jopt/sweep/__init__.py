@@ -26,10 +26,36 @@ Modules: :mod:`~jopt.sweep.space` (dimensions, validation), :mod:`~jopt.sweep.sa
 :mod:`~jopt.sweep.runner` (compiled programs, chunks, sharding), :mod:`~jopt.sweep.folds`
 (cross-validation), :mod:`~jopt.sweep.checkpoint` (orbax), :mod:`~jopt.sweep.results`,
 :mod:`~jopt.sweep.plots`.
+
+Adaptive search on the same engine: :func:`successive_halving` and :func:`hyperband`
+(:mod:`~jopt.sweep.halving`), population-based training :func:`pbt`
+(:mod:`~jopt.sweep.pbt`, over :mod:`~jopt.sweep.population`), Bayesian optimization
+:func:`bayesian` (:mod:`~jopt.sweep.bayes`, with the JAX Gaussian process in
+:mod:`~jopt.sweep.gp`), and Optuna samplers with vectorized evaluation
+:func:`optuna_search` (:mod:`~jopt.sweep.optuna_adapter`, optional dependency).
 """
 
-from jopt.sweep import checkpoint, folds, plots, results, runner, samplers, space, task
+from jopt.sweep import (
+    bayes,
+    checkpoint,
+    folds,
+    gp,
+    halving,
+    optuna_adapter,
+    plots,
+    population,
+    results,
+    runner,
+    samplers,
+    space,
+    task,
+)
+from jopt.sweep import pbt as pbt_module
+from jopt.sweep.bayes import bayesian, propose
 from jopt.sweep.engine import run
+from jopt.sweep.halving import hyperband, successive_halving
+from jopt.sweep.optuna_adapter import optuna_search
+from jopt.sweep.pbt import PBTResult, pbt
 from jopt.sweep.results import SweepResult, TrialResult
 from jopt.sweep.samplers import sample
 from jopt.sweep.space import (
@@ -46,19 +72,26 @@ from jopt.sweep.task import Task, TrainState, check_task, supervised_task
 
 __all__ = [
     "Hyperparams",
+    "PBTResult",
     "SearchSpaceError",
     "Space",
     "SweepResult",
     "Task",
     "TrainState",
     "TrialResult",
+    "bayesian",
     "check_task",
     "choice",
     "fixed",
+    "hyperband",
     "integer",
     "loguniform",
+    "optuna_search",
+    "pbt",
+    "propose",
     "run",
     "sample",
+    "successive_halving",
     "supervised_task",
     "uniform",
 ]

@@ -214,7 +214,7 @@ def run(
 
     mesh = R.make_mesh(devices)
     n_dev = mesh.devices.size
-    sizes, member_bytes = {}, {}
+    caps, member_bytes = {}, {}
     for g, statics in statics_of.items():
         hp_abs = {n: jax.ShapeDtypeStruct((), np.dtype(d)) for n, d in hp_dtypes.items()}
         task_g = _with_statics(task, statics)
@@ -228,7 +228,12 @@ def run(
                     f"(about {member_bytes[g]} bytes)"
                 )
             cap = fit if cap is None else min(cap, fit)
-        sizes[g] = R.chunk_size(group_of.count(g), n_dev, cap)
+        caps[g] = cap
+    fewest = min((c for c in caps.values() if c is not None), default=n_dev)
+    if fewest < n_dev:  # fewer members at once than devices: shard over as many devices as members
+        mesh = R.make_mesh(list(mesh.devices.flat[:fewest]))
+        n_dev = fewest
+    sizes = {g: R.chunk_size(group_of.count(g), n_dev, caps[g]) for g in statics_of}
     chunks = R.plan_chunks(group_of, sizes)
     init_keys, train_keys = R.member_keys(seed, np.asarray(ids)[member_trial], member_fold)
 
@@ -329,7 +334,7 @@ def run(
     stats = {
         "wall_seconds": time.perf_counter() - t_start,
         "compile_seconds": sum(p.compile_seconds for p in programs.values()),
-        "compiles": 2 * sum(p.fresh for p in programs.values()),
+        "compiles": sum(p.compiled for p in programs.values()),
         "groups": len(statics_of),
         "chunk_sizes": {", ".join(g) or "-": s for g, s in sizes.items()},
         "chunks": len(chunks),

@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["plot_learning_curves", "plot_objective_vs"]
 
-_COLORS = {"completed": "tab:blue", "stopped": "tab:orange", "diverged": "tab:red"}
+_COLORS = {"completed": "tab:blue", "stopped": "tab:orange", "diverged": "tab:red", "pruned": "tab:gray"}
 
 
 def _finish(fig, path: str | Path | None):
@@ -53,7 +53,8 @@ def plot_learning_curves(
     b = result.best
     ax.plot(b.history["step"], b.history.get(metric, []), color="black", lw=2.5, label=f"best (trial {best})")
     for status, color in _COLORS.items():
-        ax.plot([], [], color=color, label=status)
+        if status != "pruned" or result.by_status("pruned"):
+            ax.plot([], [], color=color, label=status)
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     if log_y:

@@ -31,7 +31,8 @@ class TrialResult:
       trial: trial index (order of the sampled configurations).
       hyperparams: the configuration.
       status: ``"completed"``, ``"diverged"`` (some fold had a non-finite loss, state or
-        objective) or ``"stopped"`` (early-stopped; every fold, in a cross-validated sweep).
+        objective), ``"stopped"`` (early-stopped; every fold, in a cross-validated sweep) or
+        ``"pruned"`` (halted at a lower rung by successive halving).
       objective: objective of the returned state -- the best objective with early stopping,
         else the final one; the worst value (``+inf`` minimizing, ``-inf`` maximizing) if diverged.
       final_objective: objective at the last evaluation (fold average).
@@ -40,6 +41,9 @@ class TrialResult:
       steps_trained: steps actually applied (largest over folds).
       history: ``{"step": [...], "objective": [...], "train/<metric>": [...], "eval/<metric>": [...]}``.
       fold_objectives: per-fold objectives in a cross-validated sweep, else ``None``.
+      rung: in successive halving / Hyperband, the index of the highest rung (step budget) the
+        trial reached, else ``None``. Trials that reached a higher rung rank first: objectives
+        measured after different numbers of steps are not comparable.
     """
 
     trial: int
@@ -52,6 +56,7 @@ class TrialResult:
     steps_trained: int
     history: dict[str, list[float]]
     fold_objectives: list[float] | None = None
+    rung: int | None = None
 
 
 def _jsonable(value: Any) -> Any:
@@ -87,8 +92,13 @@ class SweepResult:
         return value if self.mode == "min" else (-t.objective if math.isfinite(t.objective) else math.inf)
 
     def ranked(self) -> list[TrialResult]:
-        """Trials from best to worst (diverged last)."""
-        return sorted(self.trials, key=lambda t: (self._key(t), t.trial))
+        """Trials from best to worst (diverged last; with rungs, higher rungs first)."""
+
+        def order(t: TrialResult) -> tuple:
+            key = self._key(t)
+            return (key == math.inf, -(t.rung or 0), key, t.trial)
+
+        return sorted(self.trials, key=order)
 
     @property
     def best(self) -> TrialResult:
@@ -128,6 +138,7 @@ class SweepResult:
         import pandas as pd
 
         rows = []
+        has_rungs = any(t.rung is not None for t in self.trials)
         for t in self.trials:
             row = {
                 "trial": t.trial,
@@ -138,6 +149,8 @@ class SweepResult:
                 "best_step": t.best_step,
                 "steps_trained": t.steps_trained,
             }
+            if has_rungs:
+                row["rung"] = t.rung
             row.update(t.hyperparams)
             for name, values in t.history.items():
                 if name.startswith("eval/") and values:
@@ -182,7 +195,8 @@ class SweepResult:
 
     def summary(self) -> str:
         """Counts per status and the best trial."""
-        counts = {s: len(self.by_status(s)) for s in ("completed", "stopped", "diverged")}
+        statuses = ("completed", "stopped", "diverged") + (("pruned",) if self.by_status("pruned") else ())
+        counts = {s: len(self.by_status(s)) for s in statuses}
         b = self.best
         return (
             f"{len(self.trials)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}); "

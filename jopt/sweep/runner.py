@@ -264,6 +264,7 @@ class GroupPrograms:
     sharding: NamedSharding
     carry_abstract: Any = field(default=None)
     fresh: bool = True  # False when taken from the program cache
+    compiled: int = 2  # programs compiled by this call: 0 (cache hit), 1 or 2
 
 
 def _member_fns(task: Task, statics: Mapping[str, Any], num_folds: int | None, opts: EngineOptions):
@@ -337,18 +338,22 @@ def compile_group(
     opts: EngineOptions,
     size: int,
     mesh: jax.sharding.Mesh,
+    *,
+    with_init: bool = True,
 ) -> GroupPrograms:
     """Lower and compile the ``init`` and ``segment`` programs of one static group (AOT).
 
     Programs are cached (up to 16) by task, static values, dtypes, options, chunk size and
     mesh, so rerunning a sweep with the same task object does not recompile; a cache hit
-    reports ``compile_seconds == 0``.
+    reports ``compile_seconds == 0``. With ``with_init=False`` only ``segment`` is compiled
+    (``init`` is ``None`` unless cached): a batch gathered from other batches' carries (successive
+    halving) is never initialized. ``compiled`` counts the programs this call compiled.
     """
     key = (task, tuple((k, repr(v)) for k, v in statics.items()), tuple(traced_dtypes.items()))
     key += (num_folds, opts, size, mesh)
-    if key in _PROGRAM_CACHE:
-        hit = _PROGRAM_CACHE[key]
-        return GroupPrograms(hit.init, hit.segment, size, 0.0, hit.sharding, hit.carry_abstract, False)
+    hit = _PROGRAM_CACHE.get(key)
+    if hit is not None and (hit.init is not None or not with_init):
+        return GroupPrograms(hit.init, hit.segment, size, 0.0, hit.sharding, hit.carry_abstract, False, 0)
     init_member, segment_member = _member_fns(task, statics, num_folds, opts)
     sharding = NamedSharding(mesh, PartitionSpec(TRIALS_AXIS))
     hp_abs = {
@@ -361,12 +366,21 @@ def compile_group(
     init_jit = jax.jit(jax.vmap(init_member), in_shardings=sharding, out_shardings=sharding)
     # init runs once per chunk: compile it without backend optimizations (10x faster to
     # compile, e.g. for random initializers); the same program serves every chunk and trial.
-    init_c = init_jit.lower(hp_abs, key_abs, key_abs, status_abs).compile(INIT_COMPILER_OPTIONS)
+    init_c = None
+    if with_init:
+        init_c = init_jit.lower(hp_abs, key_abs, key_abs, status_abs).compile(INIT_COMPILER_OPTIONS)
+    if hit is not None:  # the segment program is cached; only init was missing
+        programs = GroupPrograms(
+            init_c, hit.segment, size, time.perf_counter() - t0, sharding, hit.carry_abstract, True, 1
+        )
+        _PROGRAM_CACHE[key] = programs
+        return programs
     carry_abs = jax.eval_shape(init_jit, hp_abs, key_abs, key_abs, status_abs)
     carry_abs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), carry_abs)
     seg_jit = jax.jit(jax.vmap(segment_member), in_shardings=sharding, out_shardings=sharding)
     seg_c = seg_jit.lower(hp_abs, carry_abs).compile()
-    programs = GroupPrograms(init_c, seg_c, size, time.perf_counter() - t0, sharding, carry_abs)
+    elapsed = time.perf_counter() - t0
+    programs = GroupPrograms(init_c, seg_c, size, elapsed, sharding, carry_abs, True, 1 + with_init)
     if len(_PROGRAM_CACHE) >= _CACHE_SIZE:
         _PROGRAM_CACHE.pop(next(iter(_PROGRAM_CACHE)))
     _PROGRAM_CACHE[key] = programs

@@ -128,7 +128,8 @@ class LogUniform(Uniform):
 
     def from_unit(self, u: float) -> float:
         lo, hi = math.log(self.low), math.log(self.high)
-        return float(math.exp(lo + u * (hi - lo)))
+        # exp(log(high)) may round above high: clamp to the closed range
+        return float(min(max(math.exp(lo + u * (hi - lo)), self.low), self.high))
 
     def grid(self, points: int) -> list[float]:
         return [float(v) for v in np.geomspace(self.low, self.high, points)]

@@ -1,0 +1,413 @@
+"""Optuna adapter: distributions, samplers driving the engine, determinism, equality with
+``sweep.run``, bounded compiles, divergence, resume, stale and interrupted trials, and two
+worker processes sharing one SQLite study.
+
+Tiny softmax-regression task (tests/sweep_helpers.py), 6 steps in 2 segments. Equality with
+``sweep.run``: the same configurations and trial ids in the same chunk layout are bit-exact; in
+another layout (the worker processes use 1 device, the check here 8) they agree to rtol=1e-5,
+atol=1e-6 (batched and unbatched float32 matmuls round differently).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from jopt import sweep
+from jopt.sweep import optuna_adapter as oa
+from jopt.sweep.optuna_adapter import config_from_params, optuna_search, to_distributions
+from jopt.sweep.runner import member_keys
+from tests import optuna_worker
+from tests.sweep_helpers import SPACE, CompileCounter, make_task
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS, EVERY = 6, 3
+RTOL, ATOL = 1e-5, 1e-6
+KW = dict(steps=STEPS, eval_every=EVERY, progress=False)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task()
+
+
+def values(study):
+    return {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
+
+
+def hist(result):
+    return np.array([t.history["objective"] for t in result.trials])
+
+
+# ----------------------------------------------------------------------------- space mapping
+
+
+def test_space_to_distributions_and_back():
+    space = sweep.Space(
+        lr=sweep.loguniform(1e-4, 1e-1),
+        b1=sweep.uniform(0.5, 0.9),
+        layers=sweep.integer(1, 4),
+        width=sweep.integer(8, 64, log=True),
+        momentum=sweep.choice([0.0, 0.9]),
+        nesterov=sweep.choice([True, False]),
+        opt=sweep.choice(["adam", "sgd"], static=True),
+        act=sweep.choice([np.tanh, np.sin], static=True),
+        batch_size=32,
+    )
+    d = to_distributions(space)
+    assert d == {
+        "lr": FloatDistribution(1e-4, 1e-1, log=True),
+        "b1": FloatDistribution(0.5, 0.9),
+        "layers": IntDistribution(1, 4),
+        "width": IntDistribution(8, 64, log=True),
+        "momentum": CategoricalDistribution((0.0, 0.9)),
+        "nesterov": CategoricalDistribution((True, False)),
+        "opt": CategoricalDistribution(("adam", "sgd")),
+        "act": CategoricalDistribution(("numpy.tanh", "numpy.sin")),
+    }
+    params = {"lr": 0.01, "b1": 0.7, "layers": 3, "width": 16, "momentum": 0.9, "nesterov": False}
+    params |= {"opt": "sgd", "act": "numpy.sin"}
+    cfg = config_from_params(space, params)
+    assert cfg == dict(params, act=np.sin, batch_size=32)
+    assert cfg["act"] is np.sin and type(cfg["layers"]) is int and cfg["nesterov"] is False
+    with pytest.raises(ValueError, match="not one of the choices"):
+        config_from_params(space, dict(params, opt="rmsprop"))
+    with pytest.raises(ValueError, match="equal labels"):
+        to_distributions(sweep.Space(f=sweep.choice([lambda x: x, lambda x: -x], static=True)))
+
+
+def test_module_imports_without_optuna(monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now raises ImportError
+    spec = importlib.util.spec_from_file_location("_oa_copy", Path(oa.__file__))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # no optuna import at module level
+    with pytest.raises(ImportError, match=r"jopt\[optuna\]"):
+        module.optuna_search(make_task(), SPACE, 2, steps=2, progress=False)
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def test_bad_arguments_raise_before_any_compile_or_study_change(task):
+    study = optuna.create_study()
+    bad = [
+        (dict(batch=0), "batch must be an int >= 1"),
+        (dict(batch=5, max_parallel=4), "exceed the chunk limit max_parallel=4"),
+        (dict(batch=3, max_parallel=4, folds=2), "need batch <= 2"),
+        (dict(sampler="bayes"), r"\['tpe', 'cmaes', 'qmc', 'random'\]"),
+        (dict(sampler=object()), "sampler must be one of"),
+        (dict(storage="sqlite:///x.db"), "study_name is required"),
+        (dict(study=study, sampler="tpe"), "not both"),
+        (dict(study=study, mode="max"), "direction is minimize"),
+        (dict(diverged_value=float("nan")), "diverged_value"),
+        (dict(keep_states="all"), "keep_states"),
+        (dict(eval_every=4), "eval_every"),
+        (dict(heartbeat_interval=0), "heartbeat_interval"),
+    ]
+    with CompileCounter() as counter:
+        for kwargs, match in bad:
+            with pytest.raises(ValueError, match=match):
+                optuna_search(task, SPACE, 4, **{**KW, **kwargs})
+        with pytest.raises(ValueError, match="trials must be a positive int"):
+            optuna_search(task, SPACE, 0, **KW)
+    assert counter.count == 0
+    assert study.trials == []
+    assert not Path("x.db").exists()
+
+
+# ----------------------------------------------------------------------------- samplers
+
+
+@pytest.mark.parametrize(
+    "name, cls, trials, batch, sampled",
+    [
+        # TPE samples at random until 10 trials are complete (n_startup_trials), then models them
+        ("tpe", optuna.samplers.TPESampler, 15, 5, {10, 11, 12, 13, 14}),
+        # CMA-ES: its first generation starts after one completed trial (the first round)
+        ("cmaes", optuna.samplers.CmaEsSampler, 6, 3, {3, 4, 5}),
+        # QMC: trial 0 is independent (no search space known yet), then Sobol points
+        ("qmc", optuna.samplers.QMCSampler, 6, 3, {1, 2, 3, 4, 5}),
+    ],
+)
+def test_sampler_drives_the_engine(task, monkeypatch, name, cls, trials, batch, sampled):
+    proposed = {}
+    original = cls.sample_relative
+
+    def spy(self, study, trial, search_space):
+        out = original(self, study, trial, search_space)
+        if out:
+            proposed[trial.number] = dict(out)
+        return out
+
+    monkeypatch.setattr(cls, "sample_relative", spy)
+    study = oa.create_study(sampler=name, sampler_seed=0)
+    r = optuna_search(task, SPACE, trials, batch=batch, study=study, **KW)
+    assert r.stats["sampler"] == cls.__name__
+    assert r.stats["rounds"] == -(-trials // batch) and r.stats["evaluated"] == trials
+    assert [t.trial for t in r.trials] == list(range(trials))
+    assert sampled <= set(proposed)  # the sampler proposed these trials' configurations ...
+    for n in sampled:  # ... and the engine trained exactly them
+        assert r.trials[n].hyperparams == config_from_params(SPACE, proposed[n])
+    assert values(study) == {t.trial: t.objective for t in r.trials}  # the sampler was told
+    for t in study.trials:
+        assert t.state == TrialState.COMPLETE and t.user_attrs["jopt_status"] == "completed"
+        res = r.trials[t.number]
+        assert t.intermediate_values == dict(zip(res.history["step"], res.history["objective"]))
+    assert r.best.objective == study.best_value and r.best.trial == study.best_trial.number
+    assert set(r.states) == {r.best.trial}  # the best state is kept (also from a padded round)
+
+
+def test_seeded_search_is_deterministic(task):
+    runs = [optuna_search(task, SPACE, 5, batch=2, seed=0, sampler_seed=s, **KW) for s in (0, 0, 1)]
+    configs = [[t.hyperparams for t in r.trials] for r in runs]
+    assert configs[0] == configs[1]
+    np.testing.assert_array_equal(hist(runs[0]), hist(runs[1]))
+    assert configs[0] != configs[2]
+    assert [t.trial for t in runs[0].trials] == list(range(5))
+
+
+def test_results_equal_sweep_run_of_the_same_trials(task):
+    r = optuna_search(task, SPACE, 5, batch=3, sampler="qmc", seed=3, **KW)
+    configs, ids = [t.hyperparams for t in r.trials], [t.trial for t in r.trials]
+    # the same configurations and trial ids, all together and one alone, in the adapter's chunk
+    # layout (one chunk over the 8 devices): bit-exact, whichever batch a trial was asked in
+    together = sweep.run(task, SPACE, configs, trial_ids=ids, seed=3, **KW)
+    np.testing.assert_array_equal(hist(together), hist(r))
+    alone = sweep.run(task, SPACE, configs[4:], trial_ids=ids[4:], seed=3, **KW)
+    np.testing.assert_array_equal(hist(alone)[0], hist(r)[4])
+    other_ids = sweep.run(task, SPACE, configs[4:], trial_ids=[0], seed=3, **KW)  # ids seed the keys
+    assert not np.array_equal(hist(other_ids)[0], hist(r)[4])
+
+
+def test_same_size_chunks_compile_once():
+    member_keys(0, np.arange(3), np.zeros(3))  # warm the (cached) eager key derivation
+    fresh = make_task()  # nothing cached for this task
+    with CompileCounter() as counter:
+        r = optuna_search(fresh, SPACE, 7, batch=3, devices=1, sampler="random", **KW)
+    # rounds of 3, 3 and 1 trials; the last one padded to 3 members, so one program serves all
+    assert r.stats["rounds"] == 3 and r.stats["padded"] == 2 and r.stats["chunk_sizes"] == [3]
+    assert r.stats["compiles"] == 2 and counter.count == 2  # init + segment, once
+    assert [t.trial for t in r.trials] == list(range(7))  # padding members are not reported
+
+
+# ----------------------------------------------------------------------------- divergence
+
+WIDE = sweep.Space(
+    learning_rate=sweep.loguniform(1e-3, 1e31),
+    weight_decay=sweep.loguniform(1e-5, 1e-2),
+    b1=sweep.uniform(0.5, 0.95),
+)
+HUGE = {"learning_rate": 1e30, "weight_decay": 1e-2, "b1": 0.9}
+FINE = {"learning_rate": 0.05, "weight_decay": 1e-4, "b1": 0.9}
+
+
+@pytest.mark.parametrize("diverged_value", [None, 5.0])
+def test_diverged_trials_fail_or_get_the_given_value(task, diverged_value):
+    study = optuna.create_study()
+    for cfg in (FINE, HUGE, FINE):
+        study.enqueue_trial(cfg)
+    r = optuna_search(task, WIDE, 3, batch=3, study=study, diverged_value=diverged_value, **KW)
+    assert [t.status for t in r.trials] == ["completed", "diverged", "completed"]
+    fine, huge = study.trials[0], study.trials[1]
+    assert huge.user_attrs["jopt_status"] == "diverged"
+    if diverged_value is None:
+        assert huge.state == TrialState.FAIL and huge.value is None
+    else:
+        assert huge.state == TrialState.COMPLETE and huge.value == 5.0
+    # isolation: the diverged member did not change its neighbour's result
+    alone = sweep.run(task, WIDE, [FINE], trial_ids=[0], **KW)
+    assert fine.value == r.trials[0].objective == alone.trials[0].objective
+    again = optuna_search(task, WIDE, 3, batch=3, study=study, **KW)  # a diverged trial counts
+    assert again.stats["rounds"] == 0 and len(study.trials) == 3
+
+
+# ----------------------------------------------------------------------------- resume, stale, interrupts
+
+
+def test_resume_continues_without_redoing_trials(task, tmp_path):
+    url, name = f"sqlite:///{tmp_path / 'study.db'}", "resume"
+    kw = dict(KW, batch=2, storage=url, study_name=name)
+    first = optuna_search(task, SPACE, 4, **kw)
+    assert [t.trial for t in first.trials] == [0, 1, 2, 3]
+    before = values(optuna.load_study(study_name=name, storage=url))
+    second = optuna_search(task, SPACE, 8, **kw)
+    assert [t.trial for t in second.trials] == [4, 5, 6, 7] and second.stats["study_trials"] == 8
+    study = optuna.load_study(study_name=name, storage=url)
+    after = values(study)
+    assert len(after) == 8 and {n: after[n] for n in before} == before
+    assert optuna_search(task, SPACE, 8, **kw).stats["rounds"] == 0  # nothing left to do
+    with pytest.raises(ValueError, match="other settings"):
+        optuna_search(task, SPACE, 9, **dict(kw, steps=2 * STEPS))
+
+
+def _orphan(study) -> optuna.Trial:
+    """A trial asked by a process that was then killed (left RUNNING)."""
+    return study.ask(to_distributions(SPACE))
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed")
+def test_stale_trial_of_a_killed_process_is_failed_and_retried(task, tmp_path):
+    path = tmp_path / "study.db"
+    url, name = f"sqlite:///{path}", "stale"
+    optuna_search(task, SPACE, 2, batch=2, storage=url, study_name=name, **KW)
+    study = oa.create_study(storage=url, study_name=name)  # loads it, with heartbeats
+    orphan = _orphan(study)
+    study._storage.record_heartbeat(orphan._trial_id)
+    with sqlite3.connect(path) as db:  # the process died an hour ago
+        db.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 hour')")
+    r = optuna_search(task, SPACE, 4, batch=2, storage=url, study_name=name, **KW)
+    study = optuna.load_study(study_name=name, storage=url)
+    assert study.trials[orphan.number].state == TrialState.FAIL
+    retry = [t for t in study.trials if t.user_attrs.get("jopt_retry_of") == orphan.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == orphan.params and retry[0].user_attrs["jopt_retry_reason"] == "stale"
+    assert [t.trial for t in r.trials] == [3, 4] and len(values(study)) == 4
+
+
+def test_reset_running_and_keyboard_interrupt(task, monkeypatch):
+    study = optuna.create_study()
+    orphan = _orphan(study)
+    r = optuna_search(task, SPACE, 3, batch=3, study=study, reset_running=True, **KW)
+    assert study.trials[0].state == TrialState.FAIL and r.stats["requeued"] == 1
+    assert study.trials[1].user_attrs["jopt_retry_of"] == 0 and study.trials[1].params == orphan.params
+    assert len(values(study)) == 3
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(oa.engine, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        optuna_search(task, SPACE, 5, batch=2, study=study, **KW)
+    lost = study.trials[4:6]
+    assert [t.state for t in lost] == [TrialState.FAIL] * 2
+    assert all(t.user_attrs["jopt_status"] == "interrupted" for t in lost)
+    monkeypatch.undo()
+    r = optuna_search(task, SPACE, 5, batch=2, study=study, **KW)  # the queued configurations run
+    assert [study.trials[n].user_attrs["jopt_retry_of"] for n in (6, 7)] == [4, 5]
+    assert [study.trials[n].params for n in (6, 7)] == [t.params for t in lost]
+    assert [t.trial for t in r.trials] == [6, 7]
+
+    def broken(*args, **kwargs):  # any other error: the trials fail, nothing is queued
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(oa.engine, "run", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        optuna_search(task, SPACE, 6, batch=2, study=study, **KW)
+    assert study.trials[-1].state == TrialState.FAIL and study.trials[-1].user_attrs["jopt_status"] == "error"
+    assert len(study.trials) == 9
+    assert len(values(study)) == 5
+
+
+def test_queued_trials_come_first_and_count(task):
+    study = optuna.create_study()
+    queued = [dict(FINE, learning_rate=lr) for lr in (0.01, 0.02, 0.03, 0.04, 0.05)]
+    for cfg in queued:
+        study.enqueue_trial(cfg)
+    r = optuna_search(task, SPACE, 3, batch=4, study=study, **KW)
+    assert [t.hyperparams for t in r.trials] == queued[:3] and r.stats["study_trials"] == 3
+    assert [t.state for t in study.trials[3:]] == [TrialState.WAITING] * 2  # still queued
+    r = optuna_search(task, SPACE, 6, batch=4, study=study, **KW)
+    assert [t.hyperparams for t in r.trials[:2]] == queued[3:] and [t.trial for t in r.trials] == [3, 4, 5]
+
+
+def test_trials_asked_beyond_the_budget_by_a_race_are_cancelled(task, monkeypatch):
+    study = optuna.create_study()
+    other_worker = []
+    real_ask = oa._ask
+
+    def racing_ask(study, dists, k, host):
+        if not other_worker:  # another process asks 2 trials just before this one asks its 4
+            other_worker.extend(study.ask(dists) for _ in range(2))
+        return real_ask(study, dists, k, host)
+
+    monkeypatch.setattr(oa, "_ask", racing_ask)
+    r = optuna_search(task, SPACE, 4, batch=4, study=study, **KW)
+    # ranks by number: the other worker's 0, 1, then this worker's 2..5; ranks >= 4 are cancelled
+    assert [t.trial for t in r.trials] == [2, 3] and r.stats["cancelled"] == 2
+    states = [t.state.name for t in study.trials]
+    assert states == ["RUNNING", "RUNNING", "COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    assert [t.user_attrs["jopt_status"] for t in study.trials[4:]] == ["cancelled"] * 2
+    for t in other_worker:  # the other worker finishes: exactly 4 trials trained
+        study.tell(t, 1.0)
+    assert len(values(study)) == 4
+
+
+# ----------------------------------------------------------------------------- two workers
+
+TIMEOUT_S = 120  # the workers are killed after this (a few seconds each on an idle machine)
+WORKERS, TRIALS, BATCH = 2, 8, 2
+
+
+def test_two_workers_share_a_sqlite_study(task, tmp_path):
+    url, name = f"sqlite:///{tmp_path / 'shared.db'}", "shared"
+    optuna.create_study(storage=url, study_name=name)  # create the tables before the workers start
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "optuna_worker.py"),
+                f"--storage={url}",
+                f"--study-name={name}",
+                f"--trials={TRIALS}",
+                f"--batch={BATCH}",
+                f"--worker={i}",
+                f"--workers={WORKERS}",
+                f"--ready-dir={tmp_path / 'ready'}",
+                f"--out={tmp_path / f'{i}.json'}",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(WORKERS)
+    ]
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        outputs = [p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n---\n".join(outputs)
+    reports = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(WORKERS)]
+
+    study = optuna.load_study(study_name=name, storage=url)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == TRIALS
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    others = [t for t in study.trials if t.state != TrialState.COMPLETE]  # lost a race, never trained
+    assert all(t.user_attrs["jopt_status"] == "cancelled" for t in others)
+    assert sum(rep["cancelled"] for rep in reports) == len(others)
+    evaluated = [set(rep["evaluated"]) for rep in reports]
+    assert all(evaluated) and not evaluated[0] & evaluated[1]  # both contributed, nothing twice
+    assert evaluated[0] | evaluated[1] == {t.number for t in complete}
+    for rep in reports:
+        for n in rep["evaluated"]:
+            assert study.trials[n].user_attrs["jopt_host"].endswith(f":{rep['pid']}")
+    # a trial's result depends on its configuration and number, not on the process: rerun here
+    configs = [config_from_params(SPACE, t.params) for t in complete]
+    ids = [t.number for t in complete]
+    kw = dict(steps=optuna_worker.STEPS, eval_every=optuna_worker.EVAL_EVERY, progress=False)
+    here = sweep.run(task, SPACE, configs, trial_ids=ids, seed=0, **kw)  # 8 devices here, 1 there
+    np.testing.assert_allclose(
+        [t.objective for t in here.trials], [t.value for t in complete], rtol=RTOL, atol=ATOL
+    )
