@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from jopt.hyperparams import Hyperparam, resolve
+from jopt.tree import safe_increment
 
 Array = jax.Array
 PyTree = Any
@@ -62,6 +63,7 @@ __all__ = [
     "named_chain",
     "resolve_hyperparams",
     "stateless",
+    "stored_hyperparams",
     "transformation",
     "with_extra_args",
 ]
@@ -270,9 +272,36 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     )
 
 
-def resolve_hyperparams(hyperparams: Mapping[str, Hyperparam], count: Array) -> dict[str, Array]:
+def resolve_hyperparams(hyperparams: Mapping[str, Hyperparam], count: Array | None) -> dict[str, Array]:
     """Resolve every hyperparameter (number, array or schedule) at step ``count``."""
     return {name: resolve(value, count) for name, value in hyperparams.items()}
+
+
+def _is_python_number(value: Any) -> bool:
+    return isinstance(value, (bool, int, float)) and not callable(value)
+
+
+def stored_hyperparams(
+    hyperparams: Mapping[str, Hyperparam], resolved: Mapping[str, Array]
+) -> dict[str, Array]:
+    """The resolved hyperparameters a transform keeps in its state (for :func:`current_hyperparams`).
+
+    Values given as Python numbers never change and are not stored: every state
+    leaf is a buffer that each jitted step passes in and out, so constants would
+    only slow the step down. Arrays (including traced values, e.g. in a sweep)
+    and schedules are stored.
+    """
+    return {k: v for k, v in resolved.items() if not _is_python_number(hyperparams[k])}
+
+
+def initial_count(hyperparams: Mapping[str, Hyperparam]) -> Array | None:
+    """A zero step counter if any hyperparameter is a schedule, else ``None`` (no state leaf)."""
+    return jnp.zeros([], jnp.int32) if any(callable(v) for v in hyperparams.values()) else None
+
+
+def next_count(count: Array | None) -> Array | None:
+    """``count + 1`` (saturating), passing ``None`` through."""
+    return None if count is None else safe_increment(count)
 
 
 def _state_children(node: Any):
@@ -289,9 +318,12 @@ def current_hyperparams(state: OptState) -> dict[str, Array]:
     """Hyperparameter values used at the latest step, collected from an optimizer state.
 
     Each transform with hyperparameters keeps them in a ``hyperparams`` dict in its
-    state. Names that occur once are returned as is (``"learning_rate"``); a name
-    that occurs in several transforms is qualified with its path in the state
-    (``"0/eps"``, ``"2/eps"``).
+    state: every schedule's current value, every array or traced value (e.g. the
+    hyperparameters of a vectorized sweep), and always the learning rate. Values
+    given as Python numbers are constants and are not stored (see
+    :func:`stored_hyperparams`). Names that occur once are returned as is
+    (``"learning_rate"``); a name that occurs in several transforms is qualified
+    with its path in the state (``"0/eps"``, ``"2/eps"``).
 
     Example:
       >>> import jax.numpy as jnp, jopt

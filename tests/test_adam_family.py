@@ -201,10 +201,11 @@ def test_schedules_as_learning_rate_and_weight_decay_match_optax():
 
 def test_state_records_hyperparameters_of_latest_step():
     params = {"w": jnp.ones(3)}
-    opt = jopt.adamw(lambda t: 0.1 / (1.0 + t), b1=lambda t: 0.9 - 0.1 * t, weight_decay=0.01)
+    opt = jopt.adamw(lambda t: 0.1 / (1.0 + t), b1=lambda t: 0.9 - 0.1 * t, weight_decay=jnp.float32(0.01))
     state = opt.init(params)
     hp = jopt.current_hyperparams(state)
-    assert set(hp) == {"b1", "b2", "eps", "eps_root", "weight_decay", "learning_rate"}
+    # schedules, arrays and the learning rate are logged; Python constants (b2, eps, ...) are not
+    assert set(hp) == {"b1", "weight_decay", "learning_rate"}
     np.testing.assert_allclose(hp["b1"], 0.9)
     for _ in range(3):
         _, state = opt.update(params, state, params)

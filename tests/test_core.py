@@ -93,3 +93,23 @@ def test_decoupled_weight_decay_with_mask():
     np.testing.assert_allclose(u["b"], 0.0)
     with pytest.raises(ValueError, match="weight_decay"):
         jopt.add_decayed_weights(-1.0)
+
+
+def test_constant_hyperparams_cost_no_state_leaves():
+    """Python-number hyperparameters are not stored: the state has no more leaves than optax's + 1."""
+    import optax
+
+    params = {f"p{i}": jnp.ones((4, 4)) for i in range(5)}
+    sched_j = jopt.schedules.warmup_cosine_decay(0.0, 1e-3, 10, 100)
+    sched_o = optax.warmup_cosine_decay_schedule(0.0, 1e-3, 10, 100)
+    ours = jopt.chain(jopt.clip_by_global_norm(1.0), jopt.adamw(sched_j, weight_decay=1e-4))
+    theirs = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched_o, weight_decay=1e-4))
+    n_ours = len(jax.tree.leaves(ours.init(params)))
+    n_theirs = len(jax.tree.leaves(theirs.init(params)))
+    assert n_ours <= n_theirs + 1  # + the logged learning rate
+    # arrays (e.g. a sweep's traced values) are stored and readable
+    opt = jopt.adamw(1e-3, b1=jnp.float32(0.8))
+    state = opt.init(params)
+    assert set(jopt.current_hyperparams(state)) == {"b1", "learning_rate"}
+    _, state = opt.update(params, state, params)
+    np.testing.assert_allclose(jopt.current_hyperparams(state)["b1"], 0.8)

@@ -18,6 +18,12 @@ _STEPS = jnp.asarray(STEPS, jnp.int32)
 F32 = np.float32
 
 
+def ftz(x):
+    """A float32 product as XLA's CPU backend returns it: subnormal results are flushed to zero."""
+    x = F32(x)
+    return F32(0.0) if abs(x) < np.finfo(np.float32).tiny else x
+
+
 def values(sched, steps=_STEPS):
     """The schedule on a vector of steps (one vmap), as a NumPy array."""
     return np.asarray(jax.vmap(sched)(steps))
@@ -353,7 +359,7 @@ def test_jit_taking_schedule_arguments_compiles_once():
 
 # --------------------------------------------------------------------------- properties (hypothesis)
 
-PROPS = settings(max_examples=30, deadline=None)
+PROPS = settings()  # examples and deadline come from the profile in conftest.py
 _value = st.floats(-2.0, 2.0, width=32, allow_subnormal=False)
 _positive = st.floats(0.015625, 2.0, width=32, allow_subnormal=False)
 _steps = st.integers(0, 120)
@@ -434,7 +440,7 @@ def _cosine_curve(init, decay_steps, alpha, exponent):
 def test_property_cosine_decay(init, decay_steps, alpha, exponent):
     v = np.asarray(_cosine_curve(F32(init), F32(decay_steps), F32(alpha), F32(exponent)))
     assert _cosine_curve._cache_size() == 1  # every example reuses one compile
-    final = F32(alpha) * F32(init)
+    final = ftz(F32(alpha) * F32(init))
     assert v[0] == F32(init)
     assert (v[decay_steps:] == final).all()
     _assert_within(v, F32(init), final)
@@ -553,7 +559,7 @@ def test_property_cosine_with_warm_restarts(init, first, mult, alpha):
     starts = restart_starts(first, mult)
     exact = [int(s) for s in starts if s == int(s)]
     assert (v[exact] == F32(init)).all(), exact
-    _assert_within(v, F32(init), F32(alpha) * F32(init))
+    _assert_within(v, F32(init), ftz(F32(alpha) * F32(init)))
     bounds = [math.ceil(s) for s in starts] + [len(v)]
     for a, b in zip(bounds, bounds[1:], strict=False):
         _assert_monotone(v[a:b], increasing=False)

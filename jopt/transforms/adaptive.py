@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, resolve_hyperparams, transformation
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
+from jopt.core import GradientTransformation, resolve_hyperparams, stored_hyperparams, transformation
+from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype, resolve
 from jopt.transforms.momentum import _check
 from jopt.tree import safe_increment, tree_bias_correction, tree_cast_like, tree_moment
 
@@ -114,16 +114,18 @@ def _accumulator_transform(
     def init(params):
         count = jnp.zeros([], jnp.int32)
         h = resolve_hyperparams({**hp, **init_hp}, count)
-        return state_cls(count, *init_accumulators(params, h), h)
+        return state_cls(count, *init_accumulators(params, h), stored_hyperparams({**hp, **init_hp}, h))
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         h = resolve_hyperparams(hp, state.count)
-        h.update({k: state.hyperparams[k] for k in init_hp})
+        h.update({k: state.hyperparams.get(k, resolve(v, 0)) for k, v in init_hp.items()})
         count_inc = safe_increment(state.count)
         direction, accumulators = step(updates, state, h, count_inc)
         stored = tuple(tree_cast_like(new, old) for new, old in zip(accumulators, state[1:-1], strict=True))
-        return tree_cast_like(direction, updates), state_cls(count_inc, *stored, h)
+        return tree_cast_like(direction, updates), state_cls(
+            count_inc, *stored, stored_hyperparams({**hp, **init_hp}, h)
+        )
 
     return transformation(init, update)
 

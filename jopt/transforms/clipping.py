@@ -18,9 +18,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, resolve_hyperparams, transformation
+from jopt.core import (
+    GradientTransformation,
+    initial_count,
+    next_count,
+    resolve_hyperparams,
+    stored_hyperparams,
+    transformation,
+)
 from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
-from jopt.tree import safe_increment, tree_global_norm
+from jopt.tree import tree_global_norm
 
 Array = jax.Array
 PyTree = Any
@@ -38,9 +45,9 @@ __all__ = [
 
 
 class ClipState(NamedTuple):
-    """Step counter and the hyperparameter values used at the latest step."""
+    """Step counter (``None`` without schedules) and the non-constant hyperparameters of the latest step."""
 
-    count: Array
+    count: Array | None
     hyperparams: dict[str, Array]
 
 
@@ -61,15 +68,15 @@ def _hyperparam_transform(
 
     def init(params):
         del params
-        count = jnp.zeros([], jnp.int32)
-        return state_cls(count, resolve_hyperparams(hp, count))
+        count = initial_count(hp)
+        return state_cls(count, stored_hyperparams(hp, resolve_hyperparams(hp, count)))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
         if needs_params is not None and params is None:
             raise ValueError(f"{needs_params} needs params: call update(updates, state, params)")
         h = resolve_hyperparams(hp, state.count)
-        return fn(updates, params, h), state_cls(safe_increment(state.count), h)
+        return fn(updates, params, h), state_cls(next_count(state.count), stored_hyperparams(hp, h))
 
     return transformation(init, update)
 

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, resolve_hyperparams, transformation
+from jopt.core import GradientTransformation, resolve_hyperparams, stored_hyperparams, transformation
 from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
 from jopt.transforms.weight_decay import MaskOrFn, resolve_mask
 from jopt.tree import safe_increment, tree_unzip, tree_zeros_like
@@ -92,7 +92,7 @@ def scale_by_trust_ratio(
     def init(params):
         del params
         count = jnp.zeros([], jnp.int32)
-        return ScaleByTrustRatioState(count, resolve_hyperparams(hp, count))
+        return ScaleByTrustRatioState(count, stored_hyperparams(hp, resolve_hyperparams(hp, count)))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -111,7 +111,7 @@ def scale_by_trust_ratio(
             return _select(on, (u32 * ratio).astype(u.dtype), u)
 
         updates = jax.tree.map(scale_leaf, resolve_mask(mask, params), updates, params)
-        return updates, ScaleByTrustRatioState(safe_increment(state.count), h)
+        return updates, ScaleByTrustRatioState(safe_increment(state.count), stored_hyperparams(hp, h))
 
     return transformation(init, update)
 
@@ -175,7 +175,7 @@ def scale_by_novograd(
         count = jnp.zeros([], jnp.int32)
         mu = tree_zeros_like(params, mu_dtype)
         nu = jax.tree.map(lambda p: jnp.zeros([], compute_dtype(p.dtype)), params)
-        return ScaleByNovogradState(count, mu, nu, resolve_hyperparams(hp, count))
+        return ScaleByNovogradState(count, mu, nu, stored_hyperparams(hp, resolve_hyperparams(hp, count)))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -196,6 +196,8 @@ def scale_by_novograd(
 
         out = jax.tree.map(leaf, updates, params, state.mu, state.nu)
         new_updates, mu, nu = tree_unzip(out, updates, 3)
-        return new_updates, ScaleByNovogradState(safe_increment(state.count), mu, nu, h)
+        return new_updates, ScaleByNovogradState(
+            safe_increment(state.count), mu, nu, stored_hyperparams(hp, h)
+        )
 
     return transformation(init, update)

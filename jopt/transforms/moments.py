@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, resolve_hyperparams, transformation
+from jopt.core import GradientTransformation, resolve_hyperparams, stored_hyperparams, transformation
 from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype, resolve
 from jopt.tree import safe_increment, tree_bias_correction, tree_cast_like, tree_moment, tree_zeros_like
 
@@ -144,7 +144,7 @@ def _moment_transform(
 
     def init(params):
         count = jnp.zeros([], jnp.int32)
-        return state_cls(count, *init_moments(params), resolve_hyperparams(hp, count))
+        return state_cls(count, *init_moments(params), stored_hyperparams(hp, resolve_hyperparams(hp, count)))
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -152,7 +152,7 @@ def _moment_transform(
         count_inc = safe_increment(state.count)
         direction, moments = step(updates, state, h, count_inc)
         stored = tuple(tree_cast_like(new, old) for new, old in zip(moments, state[1:-1], strict=True))
-        return tree_cast_like(direction, updates), state_cls(count_inc, *stored, h)
+        return tree_cast_like(direction, updates), state_cls(count_inc, *stored, stored_hyperparams(hp, h))
 
     return transformation(init, update)
 

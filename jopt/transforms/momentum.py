@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, resolve_hyperparams, transformation
+from jopt.core import GradientTransformation, resolve_hyperparams, stored_hyperparams, transformation
 from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
 from jopt.tree import safe_increment, tree_bias_correction, tree_moment, tree_zeros_like
 
@@ -90,7 +90,9 @@ def _momentum(
 
     def init(params):
         count = jnp.zeros([], jnp.int32)
-        return TraceState(count, tree_zeros_like(params, acc_dtype), resolve_hyperparams(hp, count))
+        return TraceState(
+            count, tree_zeros_like(params, acc_dtype), stored_hyperparams(hp, resolve_hyperparams(hp, count))
+        )
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -108,7 +110,7 @@ def _momentum(
             out = new_trace
         out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
         stored = jax.tree.map(lambda t, old: t.astype(old.dtype), new_trace, state.trace)
-        return out, TraceState(safe_increment(state.count), stored, h)
+        return out, TraceState(safe_increment(state.count), stored, stored_hyperparams(hp, h))
 
     return transformation(init, update)
 
@@ -216,7 +218,9 @@ def ema(
 
     def init(params):
         count = jnp.zeros([], jnp.int32)
-        return EmaState(count, tree_zeros_like(params, acc_dtype), resolve_hyperparams(hp, count))
+        return EmaState(
+            count, tree_zeros_like(params, acc_dtype), stored_hyperparams(hp, resolve_hyperparams(hp, count))
+        )
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -226,6 +230,6 @@ def ema(
         out = tree_bias_correction(new_ema, h["decay"], count) if debias else new_ema
         out = jax.tree.map(lambda o, u: o.astype(u.dtype), out, updates)
         stored = jax.tree.map(lambda m, old: m.astype(old.dtype), new_ema, state.ema)
-        return out, EmaState(count, stored, h)
+        return out, EmaState(count, stored, stored_hyperparams(hp, h))
 
     return transformation(init, update)

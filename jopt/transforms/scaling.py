@@ -13,7 +13,14 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import jax
 import jax.numpy as jnp
 
-from jopt.core import EmptyState, GradientTransformation, resolve_hyperparams, transformation
+from jopt.core import (
+    EmptyState,
+    GradientTransformation,
+    initial_count,
+    next_count,
+    resolve_hyperparams,
+    transformation,
+)
 from jopt.hyperparams import Hyperparam, check_hyperparam, resolve
 from jopt.tree import safe_increment, tree_scale
 
@@ -140,11 +147,12 @@ def scale_by_learning_rate(
 
     def init(params):
         del params
-        count = jnp.zeros([], jnp.int32)
-        if stateful is None:
+        if stateful is None:  # a step counter only for a schedule; the rate is always logged
+            count = initial_count({"learning_rate": learning_rate})
             return ScaleByLearningRateState(
                 count, EmptyState(), {"learning_rate": resolve(learning_rate, count)}
             )
+        count = jnp.zeros([], jnp.int32)
         schedule_state = stateful.init()
         first = getattr(stateful, "initial_value", None)
         lr0 = resolve(first if first is not None else 0.0, count)
@@ -154,9 +162,7 @@ def scale_by_learning_rate(
         del params
         lr, schedule_state = current(state.count, state.schedule_state, extra_args)
         updates = tree_scale(updates, sign * lr)
-        new_state = ScaleByLearningRateState(
-            safe_increment(state.count), schedule_state, {"learning_rate": lr}
-        )
+        new_state = ScaleByLearningRateState(next_count(state.count), schedule_state, {"learning_rate": lr})
         return updates, new_state
 
     names = stateful.extra_args if stateful is not None else ()

@@ -11,7 +11,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, resolve_hyperparams, stateless, transformation
+from jopt.core import (
+    GradientTransformation,
+    resolve_hyperparams,
+    stateless,
+    stored_hyperparams,
+    transformation,
+)
 from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
 from jopt.tree import safe_increment, tree_cast_like, tree_moment, tree_zeros_like
 
@@ -72,7 +78,9 @@ def scale_by_lion(
 
     def init(params):
         count = jnp.zeros([], jnp.int32)
-        return ScaleByLionState(count, tree_zeros_like(params, mu_dtype), resolve_hyperparams(hp, count))
+        return ScaleByLionState(
+            count, tree_zeros_like(params, mu_dtype), stored_hyperparams(hp, resolve_hyperparams(hp, count))
+        )
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -86,6 +94,6 @@ def scale_by_lion(
 
         new_updates = jax.tree.map(direction, updates, state.mu)
         mu = tree_cast_like(tree_moment(updates, state.mu, h["b2"], order=1), state.mu)
-        return new_updates, ScaleByLionState(safe_increment(state.count), mu, h)
+        return new_updates, ScaleByLionState(safe_increment(state.count), mu, stored_hyperparams(hp, h))
 
     return transformation(init, update)

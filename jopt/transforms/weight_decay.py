@@ -15,9 +15,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, resolve_hyperparams, transformation
+from jopt.core import (
+    GradientTransformation,
+    initial_count,
+    next_count,
+    resolve_hyperparams,
+    stored_hyperparams,
+    transformation,
+)
 from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
-from jopt.tree import safe_increment
 
 Array = jax.Array
 MaskOrFn = Any | Callable[[Any], Any] | None
@@ -47,9 +53,9 @@ def resolve_mask(mask: MaskOrFn | bool, params: Any) -> Any:
 
 
 class AddDecayedWeightsState(NamedTuple):
-    """Step counter and the weight decay used at the latest step."""
+    """Step counter (``None`` without a schedule) and the weight decay (if not a constant)."""
 
-    count: Array
+    count: Array | None
     hyperparams: dict[str, Array]
 
 
@@ -73,8 +79,8 @@ def add_decayed_weights(weight_decay: Hyperparam = 0.0, mask: MaskOrFn = None) -
 
     def init(params):
         del params
-        count = jnp.zeros([], jnp.int32)
-        return AddDecayedWeightsState(count, resolve_hyperparams(hp, count))
+        count = initial_count(hp)
+        return AddDecayedWeightsState(count, stored_hyperparams(hp, resolve_hyperparams(hp, count)))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -95,6 +101,6 @@ def add_decayed_weights(weight_decay: Hyperparam = 0.0, mask: MaskOrFn = None) -
             updates,
             params,
         )
-        return updates, AddDecayedWeightsState(safe_increment(state.count), h)
+        return updates, AddDecayedWeightsState(next_count(state.count), stored_hyperparams(hp, h))
 
     return transformation(init, update)
