@@ -13,11 +13,16 @@ Methods, each in its own process (fresh compile caches), for several seeds:
 * ``optuna``: the usual Optuna loop -- TPE, one jitted step function built per trial with
   Python-float hyperparameters, a Python loop over steps -- with ``--optuna-budget`` seconds
   (``study.optimize(timeout=...)``);
-* jopt methods with ``--budget`` seconds (default: a quarter of Optuna's), repeated while budget
-  is left: ``random`` (``sweep.run``, 32 random trials per call), ``bayes`` (``sweep.bayesian``,
-  batch 16, stopped by its callback), ``asha`` (``sweep.successive_halving``, 64 trials, rungs
-  at steps/9, steps/3, steps, eta 3), ``pbt`` (``sweep.pbt``, population 32, ready every
-  steps/6 steps) and ``optuna-vec`` (``sweep.optuna_search`` with TPE, batch 16).
+* jopt methods with ``--budget`` seconds (default: a quarter of Optuna's), repeated while
+  another round as long as the last one fits in the budget: ``random`` (``sweep.run``, 32
+  random trials per call), ``bayes`` (``sweep.bayesian``, batch 32, stopped by its
+  callback), ``asha`` (``sweep.successive_halving``, 243 trials, rungs at steps/9, steps/3,
+  steps, eta 3), ``pbt`` (``sweep.pbt``, population 32, ready every steps/6 steps) and
+  ``optuna-vec`` (``sweep.optuna_search`` with TPE, batch 16).
+
+A second table compares ``bayes`` (GP, batch 8 after 16 Sobol points) with ``random`` at an
+equal *trial* budget (``--trials``, default 64): the sample efficiency of the surrogate, compile
+and GP time aside.
 
 A method's score is the best validation objective among its trials (for ASHA and PBT: among the
 trials it trained; a pruned ASHA trial's objective is the one at its last rung). Prints one row
@@ -172,6 +177,14 @@ def child(args) -> None:
     def left() -> float:
         return budget - (time.perf_counter() - t0)
 
+    last = {"start": t0, "seconds": 0.0}
+
+    def another_fits() -> bool:
+        """Start another round only if one as long as the last one ends within the budget."""
+        now = time.perf_counter()
+        last["seconds"], last["start"] = now - last["start"], now
+        return left() >= last["seconds"]
+
     def finite_best(result) -> float:
         vals = [t.best_objective for t in result.trials if t.status != "diverged"]
         vals = [v for v in vals if v == v and abs(v) != float("inf")]
@@ -181,7 +194,7 @@ def child(args) -> None:
     if args.method == "optuna":
         best, trials = run_optuna_loop(space, model, data, batch, loss_fn, steps, args.budget, seed)
     elif args.method == "random":
-        while left() > 0:
+        while rep == 0 or another_fits():
             ids = list(range(rep * 32, rep * 32 + 32))
             configs = sweep.sample(space, "random", 32, seed=seed * 1000 + rep)
             r = sweep.run(
@@ -203,28 +216,38 @@ def child(args) -> None:
             100_000,
             steps=steps,
             eval_every=steps,
-            batch=16,
+            batch=32,
+            initial=32,
             seed=seed,
             progress=False,
             keep_states="none",
-            callback=lambda i, res: left() <= 0,
+            callback=lambda i, res: not another_fits(),
+        )
+        best, trials = finite_best(r), len(r.trials)
+    elif args.method == "random-n":
+        configs = sweep.sample(space, "random", args.trials, seed=seed)
+        r = sweep.run(task, space, configs, steps=steps, eval_every=steps, seed=seed, progress=False)
+        best, trials = finite_best(r), len(r.trials)
+    elif args.method == "bayes-n":
+        r = sweep.bayesian(
+            task, space, args.trials, steps=steps, batch=8, initial=16, seed=seed, progress=False
         )
         best, trials = finite_best(r), len(r.trials)
     elif args.method == "asha":
-        while left() > 0:
+        while rep == 0 or another_fits():
             r = sweep.successive_halving(
                 task,
                 space,
-                64,
+                243,
                 budgets=[steps // 9, steps // 3, steps],
                 eta=3,
                 seed=seed * 1000 + rep,
                 progress=False,
                 keep_states="none",
             )
-            best, trials, rep = min(best, finite_best(r)), trials + 64, rep + 1
+            best, trials, rep = min(best, finite_best(r)), trials + 243, rep + 1
     elif args.method == "pbt":
-        while left() > 0:
+        while rep == 0 or another_fits():
             r = sweep.pbt(
                 task,
                 space,
@@ -241,7 +264,7 @@ def child(args) -> None:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
-        while left() > 0:
+        while rep == 0 or another_fits():
             trials += 16
             r = sweep.optuna_search(
                 task,
@@ -255,8 +278,44 @@ def child(args) -> None:
                 progress=False,
                 keep_states="none",
             )
-            best = min(best, finite_best(r))
+            best, rep = min(best, finite_best(r)), rep + 1
     print(json.dumps({"best": best, "trials": trials, "wall": time.perf_counter() - t0}))
+
+
+def run_method(args, task: str, method: str, budget: float) -> list[dict]:
+    """One child process per seed; their JSON results."""
+    rows = []
+    for seed in range(args.seeds):
+        cmd = [sys.executable, __file__, "--child", "--task", task, "--method", method]
+        cmd += ["--seed", str(seed), "--steps", str(args.steps), "--budget", str(budget)]
+        cmd += ["--devices", str(args.devices), "--trials", str(args.trials)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        if not lines:
+            print(out.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"{task}/{method}/seed {seed} failed")
+        rows.append(json.loads(lines[-1]))
+    return rows
+
+
+def print_row(task: str, method: str, rows: list[dict]) -> None:
+    bests = [r["best"] for r in rows]
+    std = statistics.stdev(bests) if len(bests) > 1 else 0.0
+    trials = statistics.mean(r["trials"] for r in rows)
+    wall = statistics.mean(r["wall"] for r in rows)
+    print(
+        f"{task:>8} | {method:>10} | {statistics.mean(bests):>15.4f} | {std:>8.4f} | "
+        f"{trials:>6.0f} | {wall:>6.1f}",
+        flush=True,
+    )
+
+
+def print_header() -> None:
+    header = (
+        f"{'task':>8} | {'method':>10} | {'best val (mean)':>15} | {'std':>8} | {'trials':>6} | {'wall s':>6}"
+    )
+    print(header)
+    print("-" * len(header))
 
 
 def main() -> None:
@@ -269,6 +328,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=270)
     parser.add_argument("--optuna-budget", type=float, default=60.0)
     parser.add_argument("--budget", type=float, default=None, help="jopt budget (default: optuna / 4)")
+    parser.add_argument("--trials", type=int, default=64, help="trials of the equal-trial-budget table")
+    parser.add_argument("--tables", nargs="+", default=["time", "trials"], choices=["time", "trials"])
     parser.add_argument("--devices", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--task", default="digits", help=argparse.SUPPRESS)
@@ -279,52 +340,22 @@ def main() -> None:
         child(args)
         return
     jopt_budget = args.budget if args.budget is not None else args.optuna_budget / 4
-    print(
-        f"# budgets: optuna {args.optuna_budget:.0f} s, jopt {jopt_budget:.0f} s; {args.steps} steps "
-        f"per full trial; {args.seeds} seeds; {args.devices} CPU devices for jopt"
-    )
-    header = (
-        f"{'task':>8} | {'method':>10} | {'best val (mean)':>15} | {'std':>8} | {'trials':>6} | {'wall s':>6}"
-    )
-    print(header)
-    print("-" * len(header))
-    for task in args.tasks:
-        for method in args.methods:
-            budget = args.optuna_budget if method == "optuna" else jopt_budget
-            rows = []
-            for seed in range(args.seeds):
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    "--task",
-                    task,
-                    "--method",
-                    method,
-                    "--seed",
-                    str(seed),
-                    "--steps",
-                    str(args.steps),
-                    "--budget",
-                    str(budget),
-                    "--devices",
-                    str(args.devices),
-                ]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-                if not lines:
-                    print(out.stderr[-3000:], file=sys.stderr)
-                    raise SystemExit(f"{task}/{method}/seed {seed} failed")
-                rows.append(json.loads(lines[-1]))
-            bests = [r["best"] for r in rows]
-            std = statistics.stdev(bests) if len(bests) > 1 else 0.0
-            trials = statistics.mean(r["trials"] for r in rows)
-            wall = statistics.mean(r["wall"] for r in rows)
-            print(
-                f"{task:>8} | {method:>10} | {statistics.mean(bests):>15.4f} | {std:>8.4f} | "
-                f"{trials:>6.0f} | {wall:>6.1f}",
-                flush=True,
-            )
+    if "time" in args.tables:
+        print(
+            f"# equal wall-clock budget: optuna {args.optuna_budget:.0f} s, jopt {jopt_budget:.0f} s; "
+            f"{args.steps} steps per full trial; {args.seeds} seeds; {args.devices} CPU devices for jopt"
+        )
+        print_header()
+        for task in args.tasks:
+            for method in args.methods:
+                budget = args.optuna_budget if method == "optuna" else jopt_budget
+                print_row(task, method, run_method(args, task, method, budget))
+    if "trials" in args.tables:
+        print(f"\n# equal trial budget: {args.trials} trials of {args.steps} steps; {args.seeds} seeds")
+        print_header()
+        for task in args.tasks:
+            for method in ("random-n", "bayes-n"):
+                print_row(task, method, run_method(args, task, method, 0.0))
 
 
 if __name__ == "__main__":

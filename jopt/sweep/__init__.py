@@ -32,7 +32,8 @@ Adaptive search on the same engine: :func:`successive_halving` and :func:`hyperb
 (:mod:`~jopt.sweep.pbt`, over :mod:`~jopt.sweep.population`), Bayesian optimization
 :func:`bayesian` (:mod:`~jopt.sweep.bayes`, with the JAX Gaussian process in
 :mod:`~jopt.sweep.gp`), and Optuna samplers with vectorized evaluation
-:func:`optuna_search` (:mod:`~jopt.sweep.optuna_adapter`, optional dependency).
+:func:`optuna_search` (:mod:`~jopt.sweep.optuna_adapter`, studies in
+:mod:`~jopt.sweep.optuna_study`; optional dependency).
 """
 
 from jopt.sweep import (
@@ -42,6 +43,7 @@ from jopt.sweep import (
     gp,
     halving,
     optuna_adapter,
+    optuna_study,
     plots,
     population,
     results,

@@ -1,0 +1,270 @@
+"""Optuna studies for :func:`jopt.sweep.optuna_search`: creation, samplers, storages, bookkeeping.
+
+:func:`create_study` builds (or, with a storage, loads) the study; the private helpers keep the
+trial accounting of the search (which trials count toward the requested number, retries of
+failed or stale trials, heartbeats while a chunk trains). See :mod:`jopt.sweep.optuna_adapter`
+for the algorithm they implement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import threading
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+__all__ = ["MAX_RETRIES", "SAMPLERS", "create_study"]
+
+SAMPLERS = ("tpe", "cmaes", "qmc", "random")
+MAX_RETRIES = 2
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError as err:  # pragma: no cover - exercised with optuna hidden
+        raise ImportError("optuna_search needs Optuna: pip install 'jopt[optuna]'") from err
+    return optuna
+
+
+# ----------------------------------------------------------------------------- arguments, study
+
+
+def _make_sampler(sampler: Any, seed: int) -> optuna.samplers.BaseSampler:
+    optuna = _optuna()
+    if isinstance(sampler, optuna.samplers.BaseSampler):
+        return sampler
+    if sampler not in SAMPLERS:
+        raise ValueError(
+            f"sampler must be one of {list(SAMPLERS)} or an optuna.samplers.BaseSampler, got {sampler!r}"
+        )
+    s = optuna.samplers
+    if sampler == "tpe":
+        return s.TPESampler(seed=seed, constant_liar=True)
+    if sampler == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError as err:
+            raise ImportError("sampler='cmaes' needs the cmaes package: pip install cmaes") from err
+        return s.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if sampler == "qmc":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return s.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
+    return s.RandomSampler(seed=seed)
+
+
+def _storage(storage: Any, heartbeat_interval: int | None, grace_period: int | None) -> Any:
+    """An RDB storage with heartbeats for a URL; other storages unchanged."""
+    if not isinstance(storage, str):
+        return storage
+    optuna = _optuna()
+    kwargs: dict[str, Any] = {}
+    if storage.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # wait for other workers' writes
+    if heartbeat_interval is not None:  # named failed_trial_callback before Optuna 4.9
+        names = inspect.signature(optuna.storages.RDBStorage).parameters
+        key = (
+            "heartbeat_stale_trial_callback"
+            if "heartbeat_stale_trial_callback" in names
+            else "failed_trial_callback"
+        )
+        kwargs[key] = _retry_callback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period, **kwargs
+        )
+
+
+def create_study(
+    *,
+    sampler: str | optuna.samplers.BaseSampler = "tpe",
+    sampler_seed: int = 0,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str | None = None,
+    mode: str = "min",
+    heartbeat_interval: int | None = 10,
+    grace_period: int | None = None,
+) -> optuna.Study:
+    """Create (or, with a storage, load) a study the way :func:`optuna_search` does.
+
+    ``sampler``: ``"tpe"`` (constant liar, for trials asked together), ``"cmaes"``, ``"qmc"``
+    (scrambled Sobol), ``"random"`` -- seeded with ``sampler_seed`` -- or a sampler object. A
+    storage URL becomes an ``RDBStorage`` that records heartbeats every ``heartbeat_interval`` s
+    (``None``: none) and fails trials silent for ``grace_period`` s (default twice the interval),
+    queueing their configurations again.
+
+    Example:
+      >>> study = create_study(sampler="qmc", sampler_seed=1, mode="max")
+      >>> type(study.sampler).__name__, study.direction.name
+      ('QMCSampler', 'MAXIMIZE')
+    """
+    optuna = _optuna()
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if storage is not None and study_name is None:
+        raise ValueError("study_name is required with storage= (it names the study to resume)")
+    for name, v in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be None or a positive int (seconds), got {v!r}")
+    smp, store = _make_sampler(sampler, sampler_seed), _storage(storage, heartbeat_interval, grace_period)
+    direction = "minimize" if mode == "min" else "maximize"
+    study = optuna.create_study(
+        storage=store,
+        study_name=study_name,
+        sampler=smp,
+        direction=direction,
+        load_if_exists=storage is not None,
+    )
+    _check_direction(study, mode)
+    return study
+
+
+def _check_direction(study, mode: str) -> None:
+    if not isinstance(study, _optuna().Study):
+        raise ValueError(f"study must be an optuna.Study, got {type(study).__name__}")
+    if len(study.directions) != 1:
+        raise ValueError("optuna_search needs a single-objective study")
+    direction = "minimize" if mode == "min" else "maximize"
+    if study.direction.name.lower() != direction:
+        raise ValueError(f"mode={mode!r} but the study's direction is {study.direction.name.lower()}")
+
+
+def _check_settings(study, settings: dict) -> None:
+    """Store the training settings in the study; refuse to mix trials trained differently."""
+    old = study.user_attrs.get("jopt_settings")
+    if old is None:
+        study.set_user_attr("jopt_settings", settings)
+        return
+    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: study {old.get(k)!r} vs {settings.get(k)!r}" for k in diff)
+        raise ValueError(f"study {study.study_name!r} was run with other settings ({detail}); use a new one")
+
+
+# ----------------------------------------------------------------------------- trial bookkeeping
+
+
+def _counted(study) -> tuple[list[int], int]:
+    """Sorted numbers of the trials :math:`C` that count toward the requested number (see the
+    module doc), and how many of them are not WAITING (asked already)."""
+    trials = study.get_trials(deepcopy=False)
+    numbers = sorted(
+        t.number
+        for t in trials
+        if t.state.name in ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
+        or (t.state.name == "FAIL" and t.user_attrs.get("jopt_status") == "diverged")
+    )
+    return numbers, len(numbers) - sum(t.state.name == "WAITING" for t in trials)
+
+
+def _retry(study, trial, reason: str) -> bool:
+    """Queue a failed trial's configuration again (at most MAX_RETRIES times); True if queued."""
+    retries = int(trial.user_attrs.get("jopt_retries", 0))
+    if retries >= MAX_RETRIES or not trial.params:
+        return False
+    attrs = {"jopt_retry_of": trial.number, "jopt_retries": retries + 1, "jopt_retry_reason": reason}
+    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+    return True
+
+
+def _retry_callback(study, trial) -> None:
+    """Heartbeat-stale trial callback of the storages built here."""
+    _retry(study, trial, "stale")
+
+
+def _fail_stale(study) -> None:
+    optuna = _optuna()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _abandon(study, trials: Sequence[Any], reason: str, retry: bool) -> int:
+    """Fail unfinished trials (asked ``Trial`` objects, or trial numbers); set ``jopt_status`` to
+    ``reason`` on Trial objects; queue their configurations again if ``retry``. Returns how many
+    were queued."""
+    fail = _optuna().trial.TrialState.FAIL
+    queued = 0
+    for t in trials:
+        try:
+            if not isinstance(t, int):
+                t.set_user_attr("jopt_status", reason)
+            frozen = study.tell(t, state=fail, skip_if_finished=True)
+            if retry:
+                queued += _retry(study, frozen, reason)
+        except Exception as err:  # noqa: BLE001 - never mask the interruption being handled
+            warnings.warn(f"could not fail trial {getattr(t, 'number', t)}: {err}", stacklevel=2)
+    return queued
+
+
+def _reset_running(study) -> int:
+    """Fail every RUNNING trial of the study and queue its configuration again."""
+    running = study.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.RUNNING,))
+    return _abandon(study, [t.number for t in running], "interrupted", retry=True)
+
+
+def _beat(storage, trial_ids: Sequence[int]) -> None:
+    """Record a heartbeat of each trial (by storage id) if the storage keeps them."""
+    for i in trial_ids if storage is not None else ():
+        try:
+            storage.record_heartbeat(i)
+        except Exception as err:  # noqa: BLE001 - a missed beat must not stop training
+            warnings.warn(f"heartbeat of trial id {i} failed: {err}", stacklevel=2)
+
+
+@contextlib.contextmanager
+def _heartbeat(storage, trial_ids: Sequence[int]):
+    """Beat now, then every heartbeat interval from a daemon thread while the block runs."""
+    if storage is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(storage.get_heartbeat_interval()):
+            _beat(storage, trial_ids)
+
+    _beat(storage, trial_ids)
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _heartbeat_storage(study):
+    """The study's storage if it records heartbeats (RDB storages with an interval), else None."""
+    storage = getattr(study, "_storage", None)
+    ok = hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval() is not None
+    return storage if ok else None
+
+
+def _ask(study, dists: dict, k: int, host: str) -> list:
+    """Ask ``k`` trials; beat their heartbeat at once (a process killed right after asking
+    leaves trials that become stale) and record the asking host and process."""
+    trials = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+        for _ in range(k):
+            trials.append(study.ask(dists))
+    # ``_trial_id`` (the storage's id, not the number) is what storages take; Optuna has no public name
+    _beat(_heartbeat_storage(study), [t._trial_id for t in trials])
+    for t in trials:
+        t.set_user_attr("jopt_host", host)
+    return trials
+
+
+def _keep_within_budget(study, asked: list, trials: int) -> tuple[list, list]:
+    """Split newly asked trials into those within the first ``trials`` counted ones and the excess."""
+    rank = {n: i for i, n in enumerate(_counted(study)[0])}
+    keep = [t for t in asked if rank.get(t.number, trials) < trials]
+    return keep, [t for t in asked if t not in keep]
