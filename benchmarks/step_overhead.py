@@ -2,11 +2,12 @@
 
 Optimizer: AdamW with global-norm clipping and a warmup-cosine learning-rate
 schedule, on parameter trees of 10, 100 and 1000 leaves. For each size we time
-(a) lowering + compiling the jitted step and (b) the median wall time of the
-compiled step over many calls (after warm-up), alternating the libraries for ``--rounds``
-rounds and keeping each one's minimum, and print the jopt/optax ratios.
+(a) lowering + compiling the jitted step (``--rounds`` alternating compiles, minimum kept) and
+(b) the median wall time of the compiled step over ``--repeats`` calls after warm-up, the two
+libraries' calls interleaved so that machine noise affects both alike, and print the
+jopt/optax ratios.
 
-Usage:  python benchmarks/step_overhead.py [--repeats 200] [--sizes 10 100 1000]
+Usage:  python benchmarks/step_overhead.py [--repeats 1000] [--sizes 10 100 1000]
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def optax_tx():
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, weight_decay=1e-4))
 
 
-def measure(make_tx, params, grads, repeats: int) -> dict:
+def compile_step(make_tx, params, grads) -> dict:
+    """Lower and compile one jitted train step; returns the executable, its state and compile time."""
     tx = make_tx()
 
     def step(p, s, g):
@@ -49,28 +51,32 @@ def measure(make_tx, params, grads, repeats: int) -> dict:
         return optax.apply_updates(p, u), s
 
     state = tx.init(params)
-    jitted = jax.jit(step)
     t0 = time.perf_counter()
-    compiled = jitted.lower(params, state, grads).compile()
-    compile_s = time.perf_counter() - t0
-    p, s = params, state
-    for _ in range(5):
-        p, s = compiled(p, s, grads)
-    jax.block_until_ready(p)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        p, s = compiled(p, s, grads)
-        jax.block_until_ready((p, s))
-        times.append(time.perf_counter() - t0)
-    return {"compile_s": compile_s, "step_us": 1e6 * statistics.median(times), "final": p}
+    compiled = jax.jit(step).lower(params, state, grads).compile()
+    return {"compiled": compiled, "state": state, "compile_s": time.perf_counter() - t0}
+
+
+def time_interleaved(runs: dict[str, dict], params, grads, repeats: int) -> dict[str, float]:
+    """Median step time of each compiled step, calls interleaved so machine noise hits all alike."""
+    carry = {k: (params, r["state"]) for k, r in runs.items()}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for i in range(repeats + 5):
+        for k, r in runs.items():
+            t0 = time.perf_counter()
+            carry[k] = r["compiled"](*carry[k], grads)
+            jax.block_until_ready(carry[k])
+            if i >= 5:  # warm-up calls are not timed
+                times[k].append(time.perf_counter() - t0)
+    for k in runs:
+        runs[k]["final"] = carry[k][0]
+    return {k: 1e6 * statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=1000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the minimum is kept")
     args = parser.parse_args()
@@ -89,14 +95,16 @@ def main() -> None:
     for n in args.sizes:
         params = make_params(n)
         grads = make_params(n, seed=1)
-        # Alternate the two libraries (to share warm caches and machine noise fairly); keep the minimum.
-        runs = {"optax": [], "jopt": []}
+        # Compile alternately (`--rounds` times, minimum kept), then time the calls interleaved.
+        compiles = {"optax": [], "jopt": []}
         for _ in range(args.rounds):
-            runs["optax"].append(measure(optax_tx, params, grads, args.repeats))
-            runs["jopt"].append(measure(jopt_tx, params, grads, args.repeats))
-        oc, jc = (min(r["compile_s"] for r in runs[k]) for k in ("optax", "jopt"))
-        os_, js = (min(r["step_us"] for r in runs[k]) for k in ("optax", "jopt"))
-        o, j = runs["optax"][-1], runs["jopt"][-1]
+            for name, make in (("optax", optax_tx), ("jopt", jopt_tx)):
+                compiles[name].append(compile_step(make, params, grads))
+        oc, jc = (min(r["compile_s"] for r in compiles[k]) for k in ("optax", "jopt"))
+        runs = {k: v[-1] for k, v in compiles.items()}
+        step_us = time_interleaved(runs, params, grads, args.repeats)
+        os_, js = step_us["optax"], step_us["jopt"]
+        o, j = runs["optax"], runs["jopt"]
         diff = max(
             float(jnp.max(jnp.abs(a - b)))
             for a, b in zip(jax.tree.leaves(o["final"]), jax.tree.leaves(j["final"]))
