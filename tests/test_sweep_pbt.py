@@ -15,7 +15,7 @@ import pytest
 
 from jopt import sweep
 from jopt.sweep import runner
-from jopt.sweep.pbt import exploit_explore, explore, pbt, perturb_value
+from jopt.sweep.population_based import exploit_explore, explore, pbt, perturb_value
 from tests.sweep_helpers import SPACE, CompileCounter, make_task
 
 matplotlib.use("Agg")
@@ -217,6 +217,5 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    # the module, not the function jopt.sweep may export under the same name
-    module = importlib.import_module("jopt.sweep.pbt")
+    module = importlib.import_module("jopt.sweep.population_based")
     assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0

@@ -1,8 +1,8 @@
 """Optimizers: short compositions of transforms. Re-exported as ``jopt.*``."""
 
-from jopt.optimizers.sgd import *  # noqa: F401,F403
+from jopt.optimizers.gradient_descent import *  # noqa: F401,F403
 from jopt.optimizers.adaptive import *  # noqa: F401,F403
 from jopt.optimizers.adam_family import *  # noqa: F401,F403
 from jopt.optimizers.sign import *  # noqa: F401,F403
 from jopt.optimizers.layerwise import *  # noqa: F401,F403
-from jopt.optimizers.adafactor import *  # noqa: F401,F403
+from jopt.optimizers.factored import *  # noqa: F401,F403

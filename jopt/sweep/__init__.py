@@ -29,7 +29,7 @@ Modules: :mod:`~jopt.sweep.space` (dimensions, validation), :mod:`~jopt.sweep.sa
 
 Adaptive search on the same engine: :func:`successive_halving` and :func:`hyperband`
 (:mod:`~jopt.sweep.halving`), population-based training :func:`pbt`
-(:mod:`~jopt.sweep.pbt`, over :mod:`~jopt.sweep.population`), Bayesian optimization
+(:mod:`~jopt.sweep.population_based`, over :mod:`~jopt.sweep.population`), Bayesian optimization
 :func:`bayesian` (:mod:`~jopt.sweep.bayes`, with the JAX Gaussian process in
 :mod:`~jopt.sweep.gp`), and Optuna samplers with vectorized evaluation
 :func:`optuna_search` (:mod:`~jopt.sweep.optuna_adapter`, studies in
@@ -46,18 +46,18 @@ from jopt.sweep import (
     optuna_study,
     plots,
     population,
+    population_based,
     results,
     runner,
     samplers,
     space,
     task,
 )
-from jopt.sweep import pbt as pbt_module
 from jopt.sweep.bayes import bayesian, propose
 from jopt.sweep.engine import run
 from jopt.sweep.halving import hyperband, successive_halving
 from jopt.sweep.optuna_adapter import optuna_search
-from jopt.sweep.pbt import PBTResult, pbt
+from jopt.sweep.population_based import PBTResult, pbt
 from jopt.sweep.results import SweepResult, TrialResult
 from jopt.sweep.samplers import sample
 from jopt.sweep.space import (

@@ -1,6 +1,6 @@
 """Populations: batches of trials advanced segment by segment, gathered and re-parameterized exactly.
 
-The low-level layer under adaptive search (:mod:`~jopt.sweep.halving`, :mod:`~jopt.sweep.pbt`).
+The low-level layer under adaptive search (:mod:`~jopt.sweep.halving`, :mod:`~jopt.sweep.population_based`).
 It reuses the two compiled programs of :mod:`jopt.sweep.runner` -- ``init`` and ``segment``
 (``eval_every`` training steps then one evaluation, vmapped over members, sharded over the
 ``("trials",)`` mesh) -- and adds what adaptive methods need between segments:

@@ -10,7 +10,7 @@ from jopt.transforms.layerwise import *  # noqa: F401,F403
 from jopt.transforms.sign import *  # noqa: F401,F403
 from jopt.transforms.clipping import *  # noqa: F401,F403
 from jopt.transforms.regularization import *  # noqa: F401,F403
-from jopt.transforms.partition import *  # noqa: F401,F403
+from jopt.transforms.parameter_groups import *  # noqa: F401,F403
 from jopt.transforms.accumulation import *  # noqa: F401,F403
 from jopt.transforms.conditionals import *  # noqa: F401,F403
 from jopt.transforms.averaging import *  # noqa: F401,F403

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from jopt.core import GradientTransformation, as_transformation, transformation
 from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
-from jopt.transforms.partition import _forwarded
+from jopt.transforms.parameter_groups import _forwarded
 from jopt.tree import safe_increment
 
 Array = jax.Array

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from jopt.core import GradientTransformation, as_transformation, transformation
 from jopt.hyperparams import Hyperparam, check_hyperparam, resolve
-from jopt.transforms.partition import _forwarded
+from jopt.transforms.parameter_groups import _forwarded
 from jopt.tree import safe_increment, tree_all_finite
 
 Array = jax.Array

@@ -49,7 +49,7 @@ give the schedule that produced a member's final state, and :func:`plot_schedule
 Example:
   >>> import jax.numpy as jnp, numpy as np
   >>> from jopt import sweep
-  >>> from jopt.sweep.pbt import pbt
+  >>> from jopt.sweep.population_based import pbt
   >>> task = sweep.Task(lambda hp, k: jnp.float32(4.0),
   ...                   lambda hp, w, k: (w - hp["lr"] * w, {"loss": w * w}),
   ...                   lambda hp, w: w * w)
