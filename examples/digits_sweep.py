@@ -7,7 +7,7 @@ before JAX starts). Prints a results table and the best configuration, and
 saves learning curves and objective-vs-hyperparameter plots.
 
 Usage:
-  python examples/digits_sweep.py            # ~1 minute on a 2-core CPU
+  python examples/digits_sweep.py            # ~15 s on a 2-core CPU
   python examples/digits_sweep.py --quick    # a few seconds (used by the tests)
 """
 
