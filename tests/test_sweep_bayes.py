@@ -379,6 +379,25 @@ def test_bayesian_is_deterministic(task, bo_result):
     assert [t.history for t in again.trials] == [t.history for t in bo_result.trials]
 
 
+def test_bayesian_memory_budget_splits_chunks_with_the_same_results(task, bo_result):
+    per_member = sweep.run(task, SPACE, 1, steps=10, eval_every=5, devices=1, progress=False).stats[
+        "bytes_per_member"
+    ]
+    r = bayesian(
+        task, SPACE, 6, batch=2, initial=4, steps=10, eval_every=5, devices=1, seed=0,
+        num_candidates=CANDIDATES, progress=False, memory_budget=int(1.5 * per_member),
+    )  # fmt: skip
+    assert r.stats["chunk_sizes"] == {"-": [1]}  # one trial per chunk fits the budget
+    # the initial design is trained in chunks of one instead of one chunk of four: same results
+    for a, b in zip(r.trials[:4], bo_result.trials[:4]):
+        assert a.hyperparams == b.hyperparams
+        assert a.history.keys() == b.history.keys()
+        for name in a.history:
+            np.testing.assert_allclose(a.history[name], b.history[name], rtol=1e-5, err_msg=name)
+    with pytest.raises(ValueError, match="memory_budget=1 is too small for one trial"):
+        bayesian(task, SPACE, 6, batch=2, initial=4, steps=10, devices=1, progress=False, memory_budget=1)
+
+
 def quadratic_task():
     """Gradient descent on w^2 from w = 1: w <- (1 - 2 lr) w. Diverges (inf) for large lr,
     reaches 0 at lr = 0.5; the static ``shift`` is added to the objective."""

@@ -204,6 +204,20 @@ def test_same_size_chunks_compile_once():
     assert [t.trial for t in r.trials] == list(range(7))  # padding members are not reported
 
 
+def test_memory_budget_splits_rounds_into_smaller_chunks(task):
+    configs = sweep.sample(SPACE, "random", 4, seed=5)
+    per_member = sweep.run(task, SPACE, configs[:1], devices=1, **KW).stats["bytes_per_member"]
+    kw = dict(batch=4, devices=1, sampler="qmc", seed=3, **KW)
+    r = optuna_search(task, SPACE, 4, memory_budget=int(2.5 * per_member), **kw)
+    assert r.stats["rounds"] == 1 and r.stats["chunk_sizes"] == [2]  # one round of 4, two chunks
+    # the same trials as without a budget (same keys: trial numbers)
+    ref = optuna_search(task, SPACE, 4, **kw)
+    assert [t.hyperparams for t in r.trials] == [t.hyperparams for t in ref.trials]
+    np.testing.assert_allclose(hist(r), hist(ref), rtol=1e-5)
+    with pytest.raises(ValueError, match="memory_budget=1 is too small for one trial"):
+        optuna_search(task, SPACE, 4, memory_budget=1, **kw)
+
+
 # ----------------------------------------------------------------------------- divergence
 
 WIDE = sweep.Space(

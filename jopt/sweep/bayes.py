@@ -438,6 +438,7 @@ def bayesian(
     fit_steps: int = 300,
     restarts: int = 4,
     max_parallel: int | None = None,
+    memory_budget: int | str | None = None,
     devices: int | Sequence[Any] | None = None,
     patience: int | None = None,
     min_delta: float = 0.0,
@@ -450,13 +451,14 @@ def bayesian(
     """Bayesian optimization of ``task`` over ``space`` with ``trials`` evaluations in all.
 
     Args:
-      task, space, steps, eval_every, seed, mode, max_parallel, devices, patience, min_delta,
-        folds, keep_states, check_params: as in :func:`jopt.sweep.run` (every round is one
+      task, space, steps, eval_every, seed, mode, max_parallel, memory_budget, devices, patience,
+        min_delta, folds, keep_states, check_params: as in :func:`jopt.sweep.run` (every round is one
         ``run`` call with continuing ``trial_ids``; trial ``i`` gets the keys it would get in
         ``run(..., seed=seed)``).
       trials: total number of configurations evaluated, initial design included.
       batch: configurations proposed per round and trained together (one chunk; with
-        ``max_parallel`` set, ``batch * folds`` must fit in it).
+        ``max_parallel`` set, ``batch * folds`` must fit in it; a ``memory_budget`` too small
+        for the whole batch splits it into several chunks).
       initial: size of the Sobol initial design (>= 2; default ``min(trials, max(2 * batch, 4))``).
       acquisition: ``"thompson"`` (default) or ``"ei"`` (kriging believer); see the module docstring.
       num_candidates, fit_steps, restarts: see :func:`propose`.
@@ -488,8 +490,8 @@ def bayesian(
     cols = unit_columns(space)
     run_kwargs = dict(
         steps=steps, eval_every=eval_every, seed=seed, mode=mode, max_parallel=max_parallel, devices=devices,
-        patience=patience, min_delta=min_delta, folds=folds, keep_states=keep_states, progress=False,
-        check_params=check_params,
+        memory_budget=memory_budget, patience=patience, min_delta=min_delta, folds=folds,
+        keep_states=keep_states, progress=False, check_params=check_params,
     )  # fmt: skip
     done: list[TrialResult] = []
     states: dict[int, Any] = {}

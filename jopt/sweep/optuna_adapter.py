@@ -227,6 +227,7 @@ def optuna_search(
     mode: str = "min",
     diverged_value: float | None = None,
     max_parallel: int | None = None,
+    memory_budget: int | str | None = None,
     devices: int | Sequence[Any] | None = None,
     patience: int | None = None,
     min_delta: float = 0.0,
@@ -263,6 +264,8 @@ def optuna_search(
       diverged_value: ``None`` tells diverged trials ``FAIL``; a number tells them ``COMPLETE``
         with that value.
       max_parallel: most members (trials x folds) in one chunk; ``batch * folds`` must fit.
+      memory_budget: as in :func:`jopt.sweep.run`; a budget too small for a whole batch splits
+        each round into several chunks.
       keep_states: ``"best"`` keeps the trained state of this call's best trial, ``"none"`` none.
       report_intermediate: report the objective at every segment boundary (``trial.report``).
       reset_running: first fail every RUNNING trial of the study and queue its configuration
@@ -303,7 +306,8 @@ def optuna_search(
     _check_settings(study, dict(settings, params=sorted(dists)))
     run_kw = dict(
         steps=steps, eval_every=eval_every, seed=seed, mode=mode, max_parallel=max_parallel, devices=devices,
-        patience=patience, min_delta=min_delta, folds=folds, check_params=check_params, progress=False,
+        memory_budget=memory_budget, patience=patience, min_delta=min_delta, folds=folds,
+        check_params=check_params, progress=False,
     )  # fmt: skip
 
     host = f"{socket.gethostname()}:{os.getpid()}"
