@@ -172,7 +172,6 @@ def child(args) -> None:
     space, task, model, data, batch, loss_fn = build(args.task)
     steps, budget, seed = args.steps, args.budget, args.seed
     t0 = time.perf_counter()
-    best, trials = float("inf"), 0
 
     def left() -> float:
         return budget - (time.perf_counter() - t0)
@@ -190,39 +189,31 @@ def child(args) -> None:
         vals = [v for v in vals if v == v and abs(v) != float("inf")]
         return min(vals, default=float("inf"))
 
-    rep = 0
+    def repeat(one_round, per_round: int) -> tuple[float, int]:
+        """Run ``one_round(rep)`` (``per_round`` trials each) while another round fits the budget."""
+        best, rep = float("inf"), 0
+        while rep == 0 or another_fits():
+            best, rep = min(best, finite_best(one_round(rep))), rep + 1
+        return best, rep * per_round
+
+    quiet = dict(progress=False, keep_states="none")
     if args.method == "optuna":
         best, trials = run_optuna_loop(space, model, data, batch, loss_fn, steps, args.budget, seed)
     elif args.method == "random":
-        while rep == 0 or another_fits():
-            ids = list(range(rep * 32, rep * 32 + 32))
+
+        def random_round(rep):
             configs = sweep.sample(space, "random", 32, seed=seed * 1000 + rep)
-            r = sweep.run(
-                task,
-                space,
-                configs,
-                steps=steps,
-                eval_every=steps,
-                seed=seed,
-                trial_ids=ids,
-                progress=False,
-                keep_states="none",
+            ids = list(range(rep * 32, rep * 32 + 32))
+            return sweep.run(
+                task, space, configs, steps=steps, eval_every=steps, seed=seed, trial_ids=ids, **quiet
             )
-            best, trials, rep = min(best, finite_best(r)), trials + 32, rep + 1
+
+        best, trials = repeat(random_round, 32)
     elif args.method == "bayes":
         r = sweep.bayesian(
-            task,
-            space,
-            100_000,
-            steps=steps,
-            eval_every=steps,
-            batch=32,
-            initial=32,
-            seed=seed,
-            progress=False,
-            keep_states="none",
-            callback=lambda i, res: not another_fits(),
-        )
+            task, space, 100_000, steps=steps, eval_every=steps, batch=32, initial=32, seed=seed,
+            callback=lambda i, res: not another_fits(), **quiet,
+        )  # fmt: skip
         best, trials = finite_best(r), len(r.trials)
     elif args.method == "random-n":
         configs = sweep.sample(space, "random", args.trials, seed=seed)
@@ -234,51 +225,35 @@ def child(args) -> None:
         )
         best, trials = finite_best(r), len(r.trials)
     elif args.method == "asha":
-        while rep == 0 or another_fits():
-            r = sweep.successive_halving(
-                task,
-                space,
-                243,
-                budgets=[steps // 9, steps // 3, steps],
-                eta=3,
-                seed=seed * 1000 + rep,
-                progress=False,
-                keep_states="none",
+
+        def asha_round(rep):
+            budgets = [steps // 9, steps // 3, steps]
+            return sweep.successive_halving(
+                task, space, 243, budgets=budgets, eta=3, seed=seed * 1000 + rep, **quiet
             )
-            best, trials, rep = min(best, finite_best(r)), trials + 243, rep + 1
+
+        best, trials = repeat(asha_round, 243)
     elif args.method == "pbt":
-        while rep == 0 or another_fits():
-            r = sweep.pbt(
-                task,
-                space,
-                32,
-                steps=steps,
-                eval_every=steps // 6,
-                seed=seed * 1000 + rep,
-                progress=False,
-                keep_states="none",
+
+        def pbt_round(rep):
+            return sweep.pbt(
+                task, space, 32, steps=steps, eval_every=steps // 6, seed=seed * 1000 + rep, **quiet
             )
-            best, trials, rep = min(best, finite_best(r)), trials + 32, rep + 1
+
+        best, trials = repeat(pbt_round, 32)
     elif args.method == "optuna-vec":
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
-        while rep == 0 or another_fits():
-            trials += 16
-            r = sweep.optuna_search(
-                task,
-                space,
-                trials,
-                steps=steps,
-                eval_every=steps,
-                batch=16,
-                study=study,
-                seed=seed,
-                progress=False,
-                keep_states="none",
+
+        def optuna_round(rep):  # the study grows by 16 trials per round
+            total = 16 * (rep + 1)
+            return sweep.optuna_search(
+                task, space, total, steps=steps, eval_every=steps, batch=16, study=study, seed=seed, **quiet
             )
-            best, rep = min(best, finite_best(r)), rep + 1
+
+        best, trials = repeat(optuna_round, 16)
     print(json.dumps({"best": best, "trials": trials, "wall": time.perf_counter() - t0}))
 
 
