@@ -14,3 +14,4 @@ from jopt.transforms.parameter_groups import *  # noqa: F401,F403
 from jopt.transforms.accumulation import *  # noqa: F401,F403
 from jopt.transforms.conditionals import *  # noqa: F401,F403
 from jopt.transforms.averaging import *  # noqa: F401,F403
+from jopt.transforms.gradient_history import *  # noqa: F401,F403
