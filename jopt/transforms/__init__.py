@@ -15,3 +15,4 @@ from jopt.transforms.accumulation import *  # noqa: F401,F403
 from jopt.transforms.conditionals import *  # noqa: F401,F403
 from jopt.transforms.averaging import *  # noqa: F401,F403
 from jopt.transforms.gradient_history import *  # noqa: F401,F403
+from jopt.transforms.memory_efficient import *  # noqa: F401,F403
