@@ -214,7 +214,7 @@ def scale_by_rprop(
       >>> state = tx.init({"w": jnp.zeros(1)})
       >>> for g in [1.0, 1.0, 1.0]:
       ...     u, state = tx.update({"w": jnp.array([g])}, state)
-      >>> print(state.step_sizes["w"], u["w"])  # 0.1 * 1.2 * 1.2; the step of the 2nd update
+      >>> print(state.step_sizes["w"].round(4), u["w"])  # 0.1 * 1.2**2; the 2nd update's step
       [0.144] [0.12]
     """
     hp = {
