@@ -6,3 +6,5 @@ from jopt.optimizers.adam_family import *  # noqa: F401,F403
 from jopt.optimizers.sign import *  # noqa: F401,F403
 from jopt.optimizers.layerwise import *  # noqa: F401,F403
 from jopt.optimizers.factored import *  # noqa: F401,F403
+from jopt.optimizers.adam_variants import *  # noqa: F401,F403
+from jopt.optimizers.sgd_variants import *  # noqa: F401,F403
