@@ -8,3 +8,4 @@ from jopt.optimizers.layerwise import *  # noqa: F401,F403
 from jopt.optimizers.factored import *  # noqa: F401,F403
 from jopt.optimizers.adam_variants import *  # noqa: F401,F403
 from jopt.optimizers.sgd_variants import *  # noqa: F401,F403
+from jopt.optimizers.memory_efficient import *  # noqa: F401,F403
