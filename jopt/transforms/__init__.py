@@ -17,3 +17,4 @@ from jopt.transforms.averaging import *  # noqa: F401,F403
 from jopt.transforms.gradient_history import *  # noqa: F401,F403
 from jopt.transforms.memory_efficient import *  # noqa: F401,F403
 from jopt.transforms.step_size import *  # noqa: F401,F403
+from jopt.transforms.noise import *  # noqa: F401,F403
