@@ -16,7 +16,7 @@ from jopt.core import GradientTransformation, chain
 from jopt.hyperparams import NONNEGATIVE, Hyperparam, check_hyperparams
 from jopt.transforms.gradient_history import scale_by_adan, scale_by_optimistic_gradient
 from jopt.transforms.moments import scale_by_adam, scale_by_adamax
-from jopt.transforms.scaling import StatefulSchedule, scale_by_learning_rate
+from jopt.transforms.scaling import StatefulSchedule, scale, scale_by_learning_rate
 from jopt.transforms.weight_decay import MaskOrFn, add_decayed_weights
 
 LearningRate = Hyperparam | StatefulSchedule
@@ -132,7 +132,8 @@ def optimistic_adam(
 
     The learning rate is inside the optimistic step, so this is
     ``chain(scale_by_adam, scale_by_optimistic_gradient(alpha=learning_rate,
-    beta=optimism), scale(-1))``. optax deprecates this interface in favour of
+    beta=optimism), scale(-1))`` and :func:`jopt.current_hyperparams` reports a
+    non-constant learning rate as ``alpha``. optax deprecates this interface in favour of
     :func:`optimistic_adam_v2`; optax rejects a schedule here, jopt accepts one
     (and then ``optimism=None`` follows the same schedule).
 
@@ -159,7 +160,7 @@ def optimistic_adam(
     return chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         scale_by_optimistic_gradient(alpha=learning_rate, beta=optimism),
-        scale_by_learning_rate(1.0),
+        scale(-1.0),
     )
 
 
