@@ -6,22 +6,27 @@ A :class:`GradientTransformation` is a pair of pure functions::
     updates, state = tx.update(grads, state, params=None, **extra_args)
     params = jopt.apply_updates(params, updates)
 
-It is a ``NamedTuple`` whose first two fields are ``init`` and ``update``, so
-jopt transforms are accepted wherever optax expects a transformation
+It is a ``NamedTuple`` of exactly ``init`` and ``update`` (``init, update = tx``
+works), so jopt transforms are accepted wherever optax expects a transformation
 (``optax.chain``, ``flax.training.train_state.TrainState``,
 ``flax.nnx.Optimizer``), and optax transforms can be put inside
-:func:`jopt.chain`.
+:func:`jopt.chain`. ``isinstance(tx, optax.GradientTransformation)`` is False
+for a jopt transform: supporting it would need optax's class as a base, and
+jopt's core does not depend on optax. Duck-type instead
+(``hasattr(tx, "init") and hasattr(tx, "update")``), as optax's own combinators do.
 
 Extra arguments
 ---------------
 Some transforms need more than gradients, e.g. the plateau schedule needs the
 loss (``value=loss``). A transform *declares* the extra arguments it consumes
-(``GradientTransformation.extra_args``). Every declared name is registered
-globally. Passing a name that **no** jopt transform declares raises
-``TypeError`` with a did-you-mean suggestion, so a typo (``valeu=loss``) is
-never silently dropped. Passing a declared name that a particular optimizer
-does not use is allowed (one training loop can pass ``value=loss`` to every
-optimizer). Foreign (optax) transforms inside :func:`chain` receive the
+(``tx.extra_args``); combinators forward each member only the names it
+declares, and extra arguments nobody declares are ignored, as in optax (one
+training loop can pass ``value=loss`` to every optimizer). A misspelling is not
+silently lost: when a transform that declares extra arguments is called with an
+undeclared name close to one of them (``valeu=`` where ``value`` is declared),
+``update`` emits a :class:`UserWarning` with the suggestion. The check depends
+only on the transform being called, never on what else was built in the
+process. Foreign (optax) transforms inside :func:`chain` receive the
 keyword-only arguments named in their ``update`` signature, or the names given
 to :func:`with_extra_args`.
 
@@ -36,14 +41,22 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 
-from jopt.hyperparams import Hyperparam, resolve
-from jopt.tree import safe_increment
+from jopt.hyperparams import (
+    Hyperparam,
+    Range,
+    check_hyperparams,
+    hyperparam_dtype,
+    is_python_number,
+    resolve,
+)
+from jopt.tree import safe_increment, tree_cast_like
 
 Array = jax.Array
 PyTree = Any
@@ -58,8 +71,8 @@ __all__ = [
     "as_transformation",
     "chain",
     "current_hyperparams",
-    "declare_extra_args",
     "identity",
+    "hyperparam_transformation",
     "named_chain",
     "resolve_hyperparams",
     "stateless",
@@ -85,57 +98,71 @@ class GradientTransformation(NamedTuple):
     Attributes:
       init: ``params -> state``.
       update: ``(updates, state, params=None, **extra_args) -> (updates, state)``.
-      extra_args: names of the extra keyword arguments ``update`` consumes.
+
+    ``extra_args`` (a property) names the extra keyword arguments ``update``
+    consumes; it is carried by the ``update`` function, so the tuple stays a pair.
     """
 
     init: InitFn
     update: UpdateFn
-    extra_args: frozenset[str] = frozenset()
+
+    @property
+    def extra_args(self) -> frozenset[str]:
+        """Names of the extra keyword arguments ``update`` consumes (e.g. ``{"value"}``)."""
+        return getattr(self.update, "extra_args", frozenset())
 
 
 class EmptyState(NamedTuple):
     """State of a stateless transform."""
 
 
-# Every extra-argument name any transform has declared; see module docstring.
-_DECLARED_EXTRA_ARGS: set[str] = {"value"}
-
-
-def declare_extra_args(*names: str) -> None:
-    """Register extra-argument names so that passing them is not treated as a typo."""
-    _DECLARED_EXTRA_ARGS.update(names)
-
-
-def _check_extra_args(extra_args: Mapping[str, Any]) -> None:
-    for name in extra_args:
-        if name not in _DECLARED_EXTRA_ARGS:
-            close = difflib.get_close_matches(name, sorted(_DECLARED_EXTRA_ARGS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise TypeError(
-                f"update() got unknown extra argument {name!r}{hint} "
-                f"(extra arguments known to jopt: {sorted(_DECLARED_EXTRA_ARGS)})"
+def _warn_near_misses(given: Iterable[str], declared: frozenset[str]) -> None:
+    """Warn about undeclared extra-argument names that look like misspellings of declared ones."""
+    for name in given:
+        if name in declared:
+            continue
+        close = difflib.get_close_matches(name, sorted(declared), n=1)
+        if close:
+            warnings.warn(
+                f"update() got extra argument {name!r}, which this transform ignores; "
+                f"did you mean {close[0]!r}? (it declares {sorted(declared)})",
+                UserWarning,
+                stacklevel=3,
             )
+
+
+def _with_extra_args_attr(update: Callable[..., Any], names: frozenset[str]) -> UpdateFn:
+    def update_with_names(updates, state, params=None, **extra_args):
+        return update(updates, state, params, **extra_args)
+
+    update_with_names.extra_args = names  # type: ignore[attr-defined]
+    update_with_names.__wrapped__ = update  # type: ignore[attr-defined]
+    return update_with_names
 
 
 def transformation(
     init: InitFn, update: UpdateFn, *, extra_args: Iterable[str] = ()
 ) -> GradientTransformation:
-    """Build a :class:`GradientTransformation`, checking extra-argument names.
+    """Build a :class:`GradientTransformation` that declares the extra arguments it consumes.
 
-    ``update`` must accept ``**extra_args``. Names in ``extra_args`` are
-    declared (see module docstring). The returned ``update`` raises
-    ``TypeError`` on a name no transform declares, and otherwise passes every
-    extra argument through.
+    ``update`` must accept ``**extra_args``; every extra argument is passed
+    through. When ``extra_args`` is not empty, an undeclared name close to a
+    declared one (a likely typo) triggers a ``UserWarning``.
+
+    Example:
+      >>> import jopt
+      >>> init, update = jopt.transformation(lambda p: (), lambda u, s, p=None, **kw: (u, s))
     """
     names = frozenset(extra_args)
-    declare_extra_args(*names)
 
     def checked_update(updates, state, params=None, **kwargs):
-        _check_extra_args(kwargs)
+        if names and kwargs:
+            _warn_near_misses(kwargs, names)
         return update(updates, state, params, **kwargs)
 
+    checked_update.extra_args = names  # type: ignore[attr-defined]
     checked_update.__wrapped__ = update  # type: ignore[attr-defined]
-    return GradientTransformation(init, checked_update, names)
+    return GradientTransformation(init, checked_update)
 
 
 def stateless(
@@ -177,8 +204,7 @@ def with_extra_args(tx: Any, *names: str) -> GradientTransformation:
       >>> import jopt, optax
       >>> tx = jopt.with_extra_args(optax.chain(optax.contrib.reduce_on_plateau()), "value")
     """
-    declare_extra_args(*names)
-    return GradientTransformation(tx.init, tx.update, frozenset(names))
+    return GradientTransformation(tx.init, _with_extra_args_attr(tx.update, frozenset(names)))
 
 
 def as_transformation(tx: Any) -> GradientTransformation:
@@ -195,13 +221,11 @@ def as_transformation(tx: Any) -> GradientTransformation:
       >>> tx.extra_args
       frozenset()
     """
-    if isinstance(tx, GradientTransformation):
+    if isinstance(tx, GradientTransformation) and hasattr(tx.update, "extra_args"):
         return tx
     if not (hasattr(tx, "init") and hasattr(tx, "update")):
         raise TypeError(f"expected a gradient transformation (init and update), got {type(tx).__name__}")
-    names = _foreign_extra_args(tx)
-    declare_extra_args(*names)
-    return GradientTransformation(tx.init, tx.update, names)
+    return GradientTransformation(tx.init, _with_extra_args_attr(tx.update, _foreign_extra_args(tx)))
 
 
 def _run_chain(members, states, updates, params, extra_args):
@@ -263,26 +287,31 @@ def named_chain(*named_transforms: tuple[str, Any]) -> GradientTransformation:
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
-    r""":math:`\theta \leftarrow \theta + u`, keeping each parameter's dtype; ``None`` leaves skip."""
-    return jax.tree.map(
-        lambda p, u: p if u is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
-        params,
-        updates,
-        is_leaf=lambda x: x is None,
-    )
+    r""":math:`\theta \leftarrow \theta + u`, keeping each parameter's dtype; ``None`` leaves stay ``None``.
+
+    Example:
+      >>> import jax.numpy as jnp, jopt
+      >>> jopt.apply_updates({"w": jnp.ones(2), "frozen": None}, {"w": jnp.ones(2), "frozen": None})
+      {'frozen': None, 'w': Array([2., 2.], dtype=float32)}
+    """
+
+    def one(p, u):
+        if p is None or u is None:
+            return p
+        return jnp.asarray(p + u).astype(jnp.asarray(p).dtype)
+
+    return jax.tree.map(one, params, updates, is_leaf=lambda x: x is None)
 
 
-def resolve_hyperparams(hyperparams: Mapping[str, Hyperparam], count: Array | None) -> dict[str, Array]:
-    """Resolve every hyperparameter (number, array or schedule) at step ``count``."""
+def resolve_hyperparams(
+    hyperparams: Mapping[str, Hyperparam], count: Array | None
+) -> dict[str, Array | float]:
+    """Resolve every hyperparameter (number, array or schedule) at step ``count`` (see :func:`resolve`)."""
     return {name: resolve(value, count) for name, value in hyperparams.items()}
 
 
-def _is_python_number(value: Any) -> bool:
-    return isinstance(value, (bool, int, float)) and not callable(value)
-
-
 def stored_hyperparams(
-    hyperparams: Mapping[str, Hyperparam], resolved: Mapping[str, Array]
+    hyperparams: Mapping[str, Hyperparam], resolved: Mapping[str, Array | float]
 ) -> dict[str, Array]:
     """The resolved hyperparameters a transform keeps in its state (for :func:`current_hyperparams`).
 
@@ -291,7 +320,11 @@ def stored_hyperparams(
     only slow the step down. Arrays (including traced values, e.g. in a sweep)
     and schedules are stored.
     """
-    return {k: v for k, v in resolved.items() if not _is_python_number(hyperparams[k])}
+    return {
+        k: jnp.asarray(v, hyperparam_dtype()) if is_python_number(v) else v
+        for k, v in resolved.items()
+        if not is_python_number(hyperparams[k])
+    }
 
 
 def initial_count(hyperparams: Mapping[str, Hyperparam]) -> Array | None:
@@ -302,6 +335,97 @@ def initial_count(hyperparams: Mapping[str, Hyperparam]) -> Array | None:
 def next_count(count: Array | None) -> Array | None:
     """``count + 1`` (saturating), passing ``None`` through."""
     return None if count is None else safe_increment(count)
+
+
+# init_fields(params, h) -> the state fields between ``count`` and ``hyperparams``.
+InitFields = Callable[[Params, dict[str, Any]], tuple[Any, ...]]
+# step(updates, state, params, h, count_inc) -> (updates, new fields).
+StepFn = Callable[[Updates, OptState, Params | None, dict[str, Any], Array | None], tuple[Updates, tuple]]
+
+
+def _no_fields(params: Params, h: dict[str, Any]) -> tuple[()]:
+    del params, h
+    return ()
+
+
+def hyperparam_transformation(
+    owner: str,
+    hyperparams: Mapping[str, Hyperparam],
+    ranges: Mapping[str, Range],
+    state_cls: Callable[..., OptState],
+    step: StepFn,
+    init_fields: InitFields = _no_fields,
+    *,
+    counted: bool = False,
+    needs_params: bool = False,
+    cast_fields: bool = True,
+    extra_args: Iterable[str] = (),
+) -> GradientTransformation:
+    """The one builder for transforms with hyperparameters and state.
+
+    The state is ``state_cls(count, *fields, hyperparams)``:
+
+    * ``count`` is an int32 step counter when ``counted`` (e.g. for bias
+      correction) or when some hyperparameter is a schedule, else ``None``;
+    * ``fields`` are built by ``init_fields(params, h)`` with the hyperparameters
+      ``h`` resolved at step 0, and replaced by the second output of
+      ``step(updates, state, params, h, count_inc)`` (``count_inc`` is the
+      incremented count, or ``None``); with ``cast_fields`` each new field is cast
+      to its stored dtype;
+    * ``hyperparams`` holds the non-constant hyperparameters used at the latest
+      step (see :func:`stored_hyperparams`).
+
+    Extra arguments named in ``extra_args`` (e.g. ``value``) are passed to
+    ``step`` in ``h`` next to the hyperparameters; they are not stored.
+
+    Every hyperparameter is validated at construction against its declared range
+    (``ranges[name]``, a :class:`jopt.hyperparams.Range`) and resolved at each
+    step with :func:`jopt.hyperparams.resolve`: Python numbers stay Python numbers
+    (optax's arithmetic), arrays and schedules become arrays of at least float32.
+    The returned updates are cast to the incoming updates' dtypes.
+    ``needs_params`` raises a ``ValueError`` naming ``owner`` when ``update`` gets
+    no ``params``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jopt
+      >>> from typing import NamedTuple
+      >>> from jopt.hyperparams import NONNEGATIVE
+      >>> class ScaleState(NamedTuple):
+      ...     count: jax.Array | None
+      ...     hyperparams: dict
+      >>> def halve_by(factor):
+      ...     step = lambda u, state, params, h, count: (jax.tree.map(lambda g: g * h["f"], u), ())
+      ...     ranges = {"f": NONNEGATIVE}
+      ...     return jopt.hyperparam_transformation("halve_by", {"f": factor}, ranges, ScaleState, step)
+      >>> tx = halve_by(0.5)
+      >>> tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}))[0]["w"].tolist()
+      [0.5, 0.5]
+    """
+    hyperparams = dict(hyperparams)
+    check_hyperparams(owner, ranges, hyperparams)
+
+    def first_count():
+        return jnp.zeros([], jnp.int32) if counted else initial_count(hyperparams)
+
+    def init(params):
+        count = first_count()
+        h = resolve_hyperparams(hyperparams, count)
+        return state_cls(count, *init_fields(params, h), stored_hyperparams(hyperparams, h))
+
+    def update(updates, state, params=None, **extra):
+        if needs_params and params is None:
+            raise ValueError(f"{owner} needs params: call update(updates, state, params)")
+        resolved = resolve_hyperparams(hyperparams, state.count)
+        h = {**resolved, **{k: v for k, v in extra.items() if k in extra_args}}
+        count_inc = next_count(state.count)
+        new_updates, fields = step(updates, state, params, h, count_inc)
+        old_fields = tuple(state)[1:-1]
+        if cast_fields:
+            fields = tuple(tree_cast_like(new, old) for new, old in zip(fields, old_fields, strict=True))
+        new_updates = tree_cast_like(new_updates, updates)
+        return new_updates, state_cls(count_inc, *fields, stored_hyperparams(hyperparams, resolved))
+
+    return transformation(init, update, extra_args=extra_args)
 
 
 def _state_children(node: Any):

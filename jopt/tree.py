@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jopt.hyperparams import compute_dtype
+from jopt.hyperparams import cast_hyperparam, compute_dtype, hyperparam_dtype, is_python_number
 
 Array = jax.Array
 PyTree = Any
@@ -60,33 +60,52 @@ def tree_cast_like(tree: PyTree, like: PyTree) -> PyTree:
     return jax.tree.map(lambda x, y: x.astype(y.dtype), tree, like)
 
 
-def tree_scale(tree: PyTree, factor: Array) -> PyTree:
-    """``factor * x`` for every leaf, computed in at least float32, keeping leaf dtypes."""
-    return jax.tree.map(lambda x: (factor.astype(compute_dtype(x.dtype)) * x).astype(x.dtype), tree)
+def tree_scale(tree: PyTree, factor: Array | float) -> PyTree:
+    """``factor * x`` for every leaf, computed in at least float32, keeping leaf dtypes.
+
+    A Python-number ``factor`` multiplies as a weakly typed constant (optax's arithmetic).
+    """
+
+    def one(x):
+        dt = compute_dtype(x.dtype)
+        return (cast_hyperparam(factor, dt) * x.astype(dt)).astype(x.dtype)
+
+    return jax.tree.map(one, tree)
 
 
-def tree_moment(updates: PyTree, moments: PyTree, decay: Array, order: int = 1) -> PyTree:
+def _power(g: Array, order: int) -> Array:
+    """``g**order``; for complex ``g`` the power of its modulus (:math:`|g|^k`)."""
+    if jnp.iscomplexobj(g):
+        return jnp.real(jnp.conj(g) * g) ** (order // 2) if order % 2 == 0 else jnp.abs(g) ** order
+    return g**order
+
+
+def tree_moment(updates: PyTree, moments: PyTree, decay: Array | float, order: int = 1) -> PyTree:
     r"""Exponential moving average of ``updates**order``.
 
     .. math:: m_t = (1 - \beta) g_t^{k} + \beta m_{t-1}
 
     Arithmetic is done in at least float32 (so ``decay`` keeps its precision);
-    the result has the dtype the moments would have in that arithmetic.
+    the result has the dtype the moments would have in that arithmetic. The
+    order of operations is optax's, so a Python-number ``decay`` gives optax's bits.
     """
 
     def one(g, m):
         dt = compute_dtype(jnp.promote_types(g.dtype, m.dtype))
-        g = g.astype(dt)
-        d = decay.astype(dt)
-        gk = g if order == 1 else (jnp.abs(g) ** order if order != 2 else jnp.real(jnp.conj(g) * g))
+        d = cast_hyperparam(decay, dt)
+        gk = g.astype(dt) if order == 1 else _power(g.astype(dt), order)
         return (1 - d) * gk + d * m.astype(dt)
 
     return jax.tree.map(one, updates, moments)
 
 
-def tree_bias_correction(moment: PyTree, decay: Array, count: Array) -> PyTree:
-    r"""Adam's bias correction :math:`\hat m = m / (1 - \beta^t)`."""
-    correction = 1 - decay ** count.astype(decay.dtype)
+def tree_bias_correction(moment: PyTree, decay: Array | float, count: Array) -> PyTree:
+    r"""Adam's bias correction :math:`\hat m = m / (1 - \beta^t)`.
+
+    :math:`\beta^t` is computed in the hyperparameter dtype (at least float32), then
+    the division is done in each moment's dtype, in optax's order.
+    """
+    correction = 1 - jnp.asarray(decay, hyperparam_dtype() if is_python_number(decay) else None) ** count
     return jax.tree.map(lambda t: t / correction.astype(t.dtype), moment)
 
 

@@ -102,6 +102,15 @@ def assert_trees_close(actual, expected, *, rtol=1e-5, atol=1e-6, err_msg=""):
         np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol, err_msg=err_msg)
 
 
+def assert_trees_equal(actual, expected, *, err_msg=""):
+    """Leafwise bit-for-bit equality (``np.testing.assert_array_equal``) with matching structure."""
+    a_leaves, a_def = jax.tree.flatten(actual)
+    e_leaves, e_def = jax.tree.flatten(expected)
+    assert a_def == e_def, f"tree structures differ: {a_def} vs {e_def}"
+    for a, e in zip(a_leaves, e_leaves):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(e), err_msg=err_msg)
+
+
 class OptCase(NamedTuple):
     """An optimizer under test, registered in a ``CASES`` list by each optimizer test module.
 

@@ -1,5 +1,7 @@
 """Protocol, chain, extra-argument checking, hyperparameter validation and logging."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,14 +27,37 @@ def test_named_chain_state_is_keyed():
         jopt.named_chain(("a", jopt.identity()), ("a", jopt.identity()))
 
 
-def test_typo_in_extra_argument_is_caught():
-    tx = jopt.chain(jopt.identity(), jopt.scale_by_learning_rate(0.1))
+def test_typo_in_extra_argument_warns_against_the_chains_own_names():
+    tx = jopt.chain(jopt.identity(), jopt.scale_by_learning_rate(jopt.reduce_on_plateau(0.1)))
     params = {"w": jnp.ones(2)}
     state = tx.init(params)
-    with pytest.raises(TypeError, match="did you mean 'value'"):
+    with pytest.warns(UserWarning, match="did you mean 'value'"):
         tx.update(params, state, params, valeu=1.0)
-    # A declared name an optimizer does not use is accepted (generic training loops).
-    tx.update(params, state, params, value=1.0)
+    # The declared name passes without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tx.update(params, state, params, value=1.0)
+
+
+def test_unknown_extra_arguments_are_ignored_like_optax():
+    # optax code passes extra keyword arguments freely; a transform that declares none ignores them,
+    # whatever other transforms were built earlier in the process.
+    jopt.scale_by_learning_rate(jopt.reduce_on_plateau(0.1))
+    tx = jopt.adam(0.1)
+    params = {"w": jnp.ones(2)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        u, _ = tx.update(params, tx.init(params), params, valeu=1.0, grad=params, whatever=3)
+    np.testing.assert_allclose(u["w"], -0.1 * jnp.ones(2), rtol=1e-6)
+
+
+def test_transformation_unpacks_as_init_update_pair():
+    init, update = jopt.adam(0.1)
+    params = {"w": jnp.ones(2)}
+    u, _ = update(params, init(params), params)
+    assert u["w"].shape == (2,)
+    assert jopt.sgd(0.1).extra_args == frozenset()
+    assert "value" in jopt.sgd(jopt.reduce_on_plateau(0.1)).extra_args
 
 
 def test_optax_transform_inside_jopt_chain_and_back():
@@ -54,7 +79,7 @@ def test_learning_rate_readable_from_state_and_schedule_counts():
 
 
 def test_duplicate_hyperparam_names_are_qualified():
-    tx = jopt.chain(jopt.scale(2.0), jopt.scale(3.0))
+    tx = jopt.chain(jopt.scale(jnp.asarray(2.0)), jopt.scale(jnp.asarray(3.0)))
     hp = jopt.current_hyperparams(tx.init({"w": jnp.ones(1)}))
     assert set(hp) == {"0/step_size", "1/step_size"}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from jopt.core import GradientTransformation, chain, identity
 from jopt.hyperparams import Hyperparam, check_hyperparam
 from jopt.transforms.adaptive import scale_by_adadelta, scale_by_rms, scale_by_rss, scale_by_stddev
-from jopt.transforms.momentum import _check, _momentum
+from jopt.transforms.momentum import _momentum
 from jopt.transforms.scaling import StatefulSchedule, scale_by_learning_rate
 from jopt.transforms.weight_decay import MaskOrFn, add_decayed_weights
 
@@ -66,7 +66,6 @@ def rmsprop(
       >>> print(updates["w"])  # -0.01 * g / sqrt(0.25 * g**2)
       [-0.02  0.02]
     """
-    _check("rmsprop", decay=decay, eps=eps, initial_scale=initial_scale, momentum=momentum)
     precondition = scale_by_stddev if centered else scale_by_rms
     if momentum is None:
         accumulate = identity()
@@ -110,7 +109,6 @@ def adagrad(
       >>> print(updates["w"])
       [-1.  1.]
     """
-    _check("adagrad", initial_accumulator_value=initial_accumulator_value, eps=eps)
     return chain(
         scale_by_rss(initial_accumulator_value=initial_accumulator_value, eps=eps),
         scale_by_learning_rate(learning_rate),
@@ -157,7 +155,6 @@ def adadelta(
       >>> print(f"{float(jnp.sum(params['w'] ** 2)):.3g}")
       12.1
     """
-    _check("adadelta", rho=rho, weight_decay=weight_decay)
     check_hyperparam(eps, "eps", low=0.0, low_open=True, owner="adadelta")
     return chain(
         add_decayed_weights(weight_decay, mask=weight_decay_mask),

@@ -24,10 +24,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, resolve_hyperparams, stored_hyperparams, transformation
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype, resolve
-from jopt.transforms.momentum import _check
-from jopt.tree import safe_increment, tree_bias_correction, tree_cast_like, tree_moment
+from jopt.core import GradientTransformation, hyperparam_transformation
+from jopt.hyperparams import NONNEGATIVE, POSITIVE, UNIT, Hyperparam, Range, cast_hyperparam, compute_dtype
+from jopt.tree import tree_bias_correction, tree_moment
 
 Array = jax.Array
 PyTree = Any
@@ -93,48 +92,45 @@ def _abs_sq(x: Array) -> Array:
 
 def _full_like(params: PyTree, value: Array) -> PyTree:
     """``value`` broadcast to every leaf, in the leaf's dtype."""
-    return jax.tree.map(lambda p: jnp.full_like(p, value.astype(p.dtype)), params)
+    return jax.tree.map(lambda p: jnp.full_like(p, cast_hyperparam(value, p.dtype)), params)
+
+
+# Decays are in [0, 1); eps and initial values >= 0 (Adadelta's eps > 0).
+_RANGES = {"decay": UNIT, "rho": UNIT}
 
 
 def _accumulator_transform(
+    owner: str,
     state_cls: type,
     hp: Mapping[str, Hyperparam],
-    init_hp: Mapping[str, Hyperparam],
     init_accumulators: _Init,
     step: _Step,
+    *,
+    ranges: Mapping[str, Range] | None = None,
+    counted: bool = False,
 ) -> GradientTransformation:
-    """Build a transform with state ``(count, *accumulators, hyperparams)``.
+    """A transform with state ``(count, *accumulators, hyperparams)``, built by the shared builder.
 
-    ``hp`` are resolved at every step; ``init_hp`` (initial accumulator values)
-    only in ``init`` and carried along unchanged for logging. ``step`` works in
-    the compute dtype; accumulators are cast back to their stored dtypes and the
-    direction to the gradients' dtype.
+    Initial accumulator values are hyperparameters like the others, read by
+    ``init_accumulators`` at step 0.
     """
-
-    def init(params):
-        count = jnp.zeros([], jnp.int32)
-        h = resolve_hyperparams({**hp, **init_hp}, count)
-        return state_cls(count, *init_accumulators(params, h), stored_hyperparams({**hp, **init_hp}, h))
-
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_hyperparams(hp, state.count)
-        h.update({k: state.hyperparams.get(k, resolve(v, 0)) for k, v in init_hp.items()})
-        count_inc = safe_increment(state.count)
-        direction, accumulators = step(updates, state, h, count_inc)
-        stored = tuple(tree_cast_like(new, old) for new, old in zip(accumulators, state[1:-1], strict=True))
-        return tree_cast_like(direction, updates), state_cls(
-            count_inc, *stored, stored_hyperparams({**hp, **init_hp}, h)
-        )
-
-    return transformation(init, update)
+    ranges = {k: _RANGES.get(k, NONNEGATIVE) for k in hp} | dict(ranges or {})
+    return hyperparam_transformation(
+        owner,
+        hp,
+        ranges,
+        state_cls,
+        lambda grads, state, params, h, count_inc: step(grads, state, h, count_inc),
+        init_accumulators,
+        counted=counted,
+    )
 
 
 def _rms_scaling(eps: Array, eps_in_sqrt: bool) -> Callable[[Array], Array]:
     """:math:`1/\\sqrt{v + \\varepsilon}` or :math:`1/(\\sqrt{v} + \\varepsilon)`."""
     if eps_in_sqrt:
-        return lambda v: jax.lax.rsqrt(v + eps.astype(v.dtype))
-    return lambda v: 1 / (jnp.sqrt(v) + eps.astype(v.dtype))
+        return lambda v: jax.lax.rsqrt(v + cast_hyperparam(eps, v.dtype))
+    return lambda v: 1 / (jnp.sqrt(v) + cast_hyperparam(eps, v.dtype))
 
 
 def _scale(scaling: PyTree, grads: PyTree) -> PyTree:
@@ -179,7 +175,6 @@ def scale_by_rms(
       >>> print(u["w"])  # 2 / sqrt(0.25 * 4)
       [2. 2.]
     """
-    _check("scale_by_rms", decay=decay, eps=eps, initial_scale=initial_scale)
 
     def init_accumulators(params, h):
         return (_full_like(params, h["initial_scale"]),)
@@ -190,9 +185,9 @@ def scale_by_rms(
         scaling = jax.tree.map(_rms_scaling(h["eps"], eps_in_sqrt), nu_hat)
         return _scale(scaling, grads), (nu,)
 
-    hp = {"decay": decay, "eps": eps}
+    hp = {"decay": decay, "eps": eps, "initial_scale": initial_scale}
     return _accumulator_transform(
-        ScaleByRmsState, hp, {"initial_scale": initial_scale}, init_accumulators, step
+        "scale_by_rms", ScaleByRmsState, hp, init_accumulators, step, counted=bias_correction
     )
 
 
@@ -231,7 +226,6 @@ def scale_by_stddev(
       >>> print(u["w"])  # 2 / sqrt(0.5 * 4 - 1 ** 2)
       [2. 2.]
     """
-    _check("scale_by_stddev", decay=decay, eps=eps, initial_scale=initial_scale)
 
     def init_accumulators(params, h):
         mu = jax.tree.map(jnp.zeros_like, params)
@@ -249,9 +243,9 @@ def scale_by_stddev(
         scaling = jax.tree.map(lambda m, v: rms(v - _abs_sq(m)), mu_hat, nu_hat)
         return _scale(scaling, grads), (mu, nu)
 
-    hp = {"decay": decay, "eps": eps}
+    hp = {"decay": decay, "eps": eps, "initial_scale": initial_scale}
     return _accumulator_transform(
-        ScaleByRStdDevState, hp, {"initial_scale": initial_scale}, init_accumulators, step
+        "scale_by_stddev", ScaleByRStdDevState, hp, init_accumulators, step, counted=bias_correction
     )
 
 
@@ -279,7 +273,6 @@ def scale_by_rss(
       >>> print(u["w"])
       [1. 0.]
     """
-    _check("scale_by_rss", initial_accumulator_value=initial_accumulator_value, eps=eps)
 
     def init_accumulators(params, h):
         return (_full_like(params, h["initial_accumulator_value"]),)
@@ -294,17 +287,14 @@ def scale_by_rss(
         total = jax.tree.map(accumulate, grads, state.sum_of_squares)
 
         def inv_root(s):
-            return jnp.where(s > 0, jax.lax.rsqrt(s + h["eps"].astype(s.dtype)), 0.0).astype(s.dtype)
+            return jnp.where(s > 0, jax.lax.rsqrt(s + cast_hyperparam(h["eps"], s.dtype)), 0.0).astype(
+                s.dtype
+            )
 
         return _scale(jax.tree.map(inv_root, total), grads), (total,)
 
-    return _accumulator_transform(
-        ScaleByRssState,
-        {"eps": eps},
-        {"initial_accumulator_value": initial_accumulator_value},
-        init_accumulators,
-        step,
-    )
+    hp = {"eps": eps, "initial_accumulator_value": initial_accumulator_value}
+    return _accumulator_transform("scale_by_rss", ScaleByRssState, hp, init_accumulators, step)
 
 
 def scale_by_adadelta(rho: Hyperparam = 0.9, eps: Hyperparam = 1e-6) -> GradientTransformation:
@@ -331,8 +321,6 @@ def scale_by_adadelta(rho: Hyperparam = 0.9, eps: Hyperparam = 1e-6) -> Gradient
       >>> print(u["w"])  # sqrt(0 + 1) / sqrt(3 + 1) * sqrt(3)
       [0.8660254 0.8660254]
     """
-    _check("scale_by_adadelta", rho=rho)
-    check_hyperparam(eps, "eps", low=0.0, low_open=True, owner="scale_by_adadelta")
 
     def init_accumulators(params, h):
         del h
@@ -344,11 +332,18 @@ def scale_by_adadelta(rho: Hyperparam = 0.9, eps: Hyperparam = 1e-6) -> Gradient
         e_g = tree_moment(grads, state.e_g, h["rho"], 2)
 
         def scaled(g, eg, ex):
-            eps_ = h["eps"].astype(eg.dtype)
+            eps_ = cast_hyperparam(h["eps"], eg.dtype)
             return jnp.sqrt(ex.astype(eg.dtype) + eps_) / jnp.sqrt(eg + eps_) * g.astype(eg.dtype)
 
         direction = jax.tree.map(scaled, grads, e_g, state.e_x)
         e_x = tree_moment(direction, state.e_x, h["rho"], 2)
         return direction, (e_g, e_x)
 
-    return _accumulator_transform(ScaleByAdaDeltaState, {"rho": rho, "eps": eps}, {}, init_accumulators, step)
+    return _accumulator_transform(
+        "scale_by_adadelta",
+        ScaleByAdaDeltaState,
+        {"rho": rho, "eps": eps},
+        init_accumulators,
+        step,
+        ranges={"eps": POSITIVE},
+    )

@@ -12,21 +12,14 @@ updates (without producing NaN, even for zero gradients).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jopt.core import (
-    GradientTransformation,
-    initial_count,
-    next_count,
-    resolve_hyperparams,
-    stored_hyperparams,
-    transformation,
-)
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
+from jopt.core import GradientTransformation, hyperparam_transformation
+from jopt.hyperparams import NONNEGATIVE, Hyperparam, cast_hyperparam, compute_dtype
 from jopt.tree import tree_global_norm
 
 Array = jax.Array
@@ -51,34 +44,16 @@ class ClipState(NamedTuple):
     hyperparams: dict[str, Array]
 
 
-def _hyperparam_transform(
-    hp: Mapping[str, Hyperparam],
-    fn: Callable[[PyTree, PyTree | None, dict[str, Array]], PyTree],
-    *,
-    needs_params: str | None = None,
-    state_cls: Callable[[Array, dict[str, Array]], Any] = ClipState,
-) -> GradientTransformation:
-    """A transform whose only state is ``count`` and the resolved hyperparameters.
+def _stateless_step(fn):
+    """A builder step from ``fn(updates, params, h)``: no state fields besides the hyperparameters."""
+    return lambda updates, state, params, h, count: (fn(updates, params, h), ())
 
-    ``fn(updates, params, h)`` computes the new updates from the hyperparameter
-    values ``h`` resolved at the current step. ``needs_params`` names the
-    transform in the error raised when ``params`` is missing. ``state_cls`` is
-    a ``(count, hyperparams)`` NamedTuple.
-    """
 
-    def init(params):
-        del params
-        count = initial_count(hp)
-        return state_cls(count, stored_hyperparams(hp, resolve_hyperparams(hp, count)))
-
-    def update(updates, state, params=None, **extra_args):
-        del extra_args
-        if needs_params is not None and params is None:
-            raise ValueError(f"{needs_params} needs params: call update(updates, state, params)")
-        h = resolve_hyperparams(hp, state.count)
-        return fn(updates, params, h), state_cls(next_count(state.count), stored_hyperparams(hp, h))
-
-    return transformation(init, update)
+def _clip_transform(owner: str, name: str, value: Hyperparam, fn) -> GradientTransformation:
+    """A clipping transform with one non-negative hyperparameter ``name``."""
+    return hyperparam_transformation(
+        owner, {name: value}, {name: NONNEGATIVE}, ClipState, _stateless_step(fn)
+    )
 
 
 def _abs_sq(x: Array) -> Array:
@@ -94,7 +69,7 @@ def _rescale(u: Array, norm: Array, limit: Array, *, by_ratio: bool = False) -> 
     the operation order optax uses, so trajectories agree to the last bit.
     """
     dt = compute_dtype(u.dtype)
-    x, norm, limit = u.astype(dt), norm.astype(dt), limit.astype(dt)
+    x, norm, limit = u.astype(dt), norm.astype(dt), cast_hyperparam(limit, dt)
     over = norm > limit
     safe_norm = jnp.where(over, norm, 1.0)
     clipped = x / (safe_norm / limit) if by_ratio else x / safe_norm * limit
@@ -116,7 +91,6 @@ def clip(max_delta: Hyperparam) -> GradientTransformation:
       >>> u["w"].tolist()
       [-1.0, 0.5, 1.0]
     """
-    check_hyperparam(max_delta, "max_delta", low=0.0, owner="clip")
 
     def fn(updates, params, h):
         del params
@@ -124,11 +98,11 @@ def clip(max_delta: Hyperparam) -> GradientTransformation:
 
         def one(u):
             dt = compute_dtype(u.dtype)
-            return jnp.clip(u.astype(dt), -d.astype(dt), d.astype(dt)).astype(u.dtype)
+            return jnp.clip(u.astype(dt), -cast_hyperparam(d, dt), cast_hyperparam(d, dt)).astype(u.dtype)
 
         return jax.tree.map(one, updates)
 
-    return _hyperparam_transform({"max_delta": max_delta}, fn)
+    return _clip_transform("clip", "max_delta", max_delta, fn)
 
 
 def clip_by_global_norm(max_norm: Hyperparam) -> GradientTransformation:
@@ -148,14 +122,13 @@ def clip_by_global_norm(max_norm: Hyperparam) -> GradientTransformation:
       >>> [round(float(u["a"][0]), 4), round(float(u["b"][0]), 4)]
       [0.6, 0.8]
     """
-    check_hyperparam(max_norm, "max_norm", low=0.0, owner="clip_by_global_norm")
 
     def fn(updates, params, h):
         del params
         norm = tree_global_norm(updates)
         return jax.tree.map(lambda u: _rescale(u, norm, h["max_norm"]), updates)
 
-    return _hyperparam_transform({"max_norm": max_norm}, fn)
+    return _clip_transform("clip_by_global_norm", "max_norm", max_norm, fn)
 
 
 def clip_by_leaf_norm(max_norm: Hyperparam) -> GradientTransformation:
@@ -173,7 +146,6 @@ def clip_by_leaf_norm(max_norm: Hyperparam) -> GradientTransformation:
       >>> [round(float(x), 4) for x in u["a"]], float(u["b"][0])
       ([0.6, 0.8], 0.5)
     """
-    check_hyperparam(max_norm, "max_norm", low=0.0, owner="clip_by_leaf_norm")
 
     def fn(updates, params, h):
         del params
@@ -183,7 +155,7 @@ def clip_by_leaf_norm(max_norm: Hyperparam) -> GradientTransformation:
 
         return jax.tree.map(one, updates)
 
-    return _hyperparam_transform({"max_norm": max_norm}, fn)
+    return _clip_transform("clip_by_leaf_norm", "max_norm", max_norm, fn)
 
 
 def clip_by_block_rms(threshold: Hyperparam) -> GradientTransformation:
@@ -203,7 +175,6 @@ def clip_by_block_rms(threshold: Hyperparam) -> GradientTransformation:
       >>> u["w"].tolist()
       [1.0, -1.0]
     """
-    check_hyperparam(threshold, "threshold", low=0.0, owner="clip_by_block_rms")
 
     def fn(updates, params, h):
         del params
@@ -213,7 +184,7 @@ def clip_by_block_rms(threshold: Hyperparam) -> GradientTransformation:
 
         return jax.tree.map(one, updates)
 
-    return _hyperparam_transform({"threshold": threshold}, fn)
+    return _clip_transform("clip_by_block_rms", "threshold", threshold, fn)
 
 
 def _default_unit_axes(x: Array) -> tuple[int, ...] | None:
@@ -283,18 +254,20 @@ def adaptive_grad_clip(
       >>> [round(float(x), 4) for x in u["w"]]
       [0.0, 0.5]
     """
-    check_hyperparam(clipping, "clipping", low=0.0, owner="adaptive_grad_clip")
-    check_hyperparam(eps, "eps", low=0.0, owner="adaptive_grad_clip")
 
     def fn(updates, params, h):
         def one(u, p):
             dt = compute_dtype(u.dtype)
             u_norm = unitwise_norm(u, axis).astype(dt)
             p_norm = unitwise_norm(p, axis).astype(dt)
-            limit = h["clipping"].astype(dt) * jnp.maximum(p_norm, h["eps"].astype(dt))
+            limit = cast_hyperparam(h["clipping"], dt) * jnp.maximum(p_norm, cast_hyperparam(h["eps"], dt))
             factor = jnp.where(u_norm < limit, 1.0, limit / jnp.maximum(u_norm, 1e-6))
             return (u.astype(dt) * factor.astype(dt)).astype(u.dtype)
 
         return jax.tree.map(one, updates, params)
 
-    return _hyperparam_transform({"clipping": clipping, "eps": eps}, fn, needs_params="adaptive_grad_clip")
+    hp = {"clipping": clipping, "eps": eps}
+    ranges = {"clipping": NONNEGATIVE, "eps": NONNEGATIVE}
+    return hyperparam_transformation(
+        "adaptive_grad_clip", hp, ranges, ClipState, _stateless_step(fn), needs_params=True
+    )

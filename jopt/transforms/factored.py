@@ -14,9 +14,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.core import GradientTransformation, resolve_hyperparams, stateless, transformation
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype, hyperparam_dtype, resolve
-from jopt.tree import safe_increment, tree_unzip
+from jopt.core import GradientTransformation, hyperparam_transformation, stateless
+from jopt.hyperparams import (
+    NONNEGATIVE,
+    Hyperparam,
+    Range,
+    cast_hyperparam,
+    compute_dtype,
+    hyperparam_dtype,
+    is_python_number,
+    resolve,
+)
+from jopt.tree import tree_unzip
 
 Array = jax.Array
 DecayRateFn = Callable[[Array, Array], Array]
@@ -115,21 +124,14 @@ def scale_by_factored_rms(
       ((3,), (4,))
     """
     owner = "scale_by_factored_rms"
-    check_hyperparam(decay_rate, "decay_rate", low=0.0, owner=owner)
-    check_hyperparam(step_offset, "step_offset", low=0.0, integer=True, owner=owner)
-    check_hyperparam(epsilon, "epsilon", low=0.0, owner=owner)
     if not isinstance(min_dim_size_to_factor, (int, np.integer)) or min_dim_size_to_factor < 0:
         raise ValueError(
             f"{owner}: min_dim_size_to_factor must be a non-negative int, got {min_dim_size_to_factor!r}"
         )
     hp = {"decay_rate": decay_rate, "step_offset": step_offset, "epsilon": epsilon}
+    ranges = {"decay_rate": NONNEGATIVE, "step_offset": Range(0.0, integer=True), "epsilon": NONNEGATIVE}
 
-    def resolved(count):
-        h = resolve_hyperparams(hp, count)
-        h["step_offset"] = jnp.round(h["step_offset"]).astype(jnp.int32)
-        return h
-
-    def init(params):
+    def init_fields(params, h):
         def leaf(p):
             placeholder = jnp.zeros((1,), p.dtype)
             dims = factored_dims(p.shape, factored, min_dim_size_to_factor)
@@ -140,37 +142,36 @@ def scale_by_factored_rms(
             col = jax.eval_shape(lambda x: jnp.sum(x, axis=second), p)
             return jnp.zeros_like(row), jnp.zeros_like(col), placeholder
 
-        count = jnp.zeros([], jnp.int32)
-        v_row, v_col, v = tree_unzip(jax.tree.map(leaf, params), params, 3)
-        return FactoredState(count, v_row, v_col, v, resolved(count))
+        return tree_unzip(jax.tree.map(leaf, params), params, 3)
 
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolved(state.count)
-        beta = jnp.asarray(decay_rate_fn(jnp.maximum(state.count - h["step_offset"], 0), h["decay_rate"]))
+    def step(updates, state, params, h, count_inc):
+        offset = h["step_offset"]
+        offset = offset if is_python_number(offset) else jnp.round(offset).astype(jnp.int32)
+        beta = decay_rate_fn(jnp.maximum(state.count - offset, 0), h["decay_rate"])
 
         def leaf(g, v_row, v_col, v):
             dt = compute_dtype(g.dtype)
-            b, g32 = beta.astype(dt), g.astype(dt)
-            g_sq = jnp.real(jnp.conj(g32) * g32) + h["epsilon"].astype(dt)
+            b, g32 = cast_hyperparam(beta, dt), g.astype(dt)
+            g_sq = jnp.real(jnp.conj(g32) * g32) + cast_hyperparam(h["epsilon"], dt)
             dims = factored_dims(g.shape, factored, min_dim_size_to_factor)
             if dims is None:
-                new_v = b * v.astype(dt) + (1 - b) * g_sq
-                return (g32 * new_v**-0.5).astype(g.dtype), v_row, v_col, new_v.astype(v.dtype)
+                new_v = (b * v.astype(dt) + (1.0 - b) * g_sq).astype(v.dtype)
+                return g32 * new_v.astype(dt) ** -0.5, v_row, v_col, new_v
             second, largest = dims
-            new_row = b * v_row.astype(dt) + (1 - b) * jnp.mean(g_sq, axis=largest)
-            new_col = b * v_col.astype(dt) + (1 - b) * jnp.mean(g_sq, axis=second)
+            new_row = (b * v_row.astype(dt) + (1.0 - b) * jnp.mean(g_sq, axis=largest)).astype(v_row.dtype)
+            new_col = (b * v_col.astype(dt) + (1.0 - b) * jnp.mean(g_sq, axis=second)).astype(v_col.dtype)
             row_axis = second - 1 if second > largest else second  # ``second`` in the row statistics
-            row_factor = (new_row / jnp.mean(new_row, axis=row_axis, keepdims=True)) ** -0.5
-            col_factor = new_col**-0.5
+            row32 = new_row.astype(dt)
+            row_factor = (row32 / jnp.mean(row32, axis=row_axis, keepdims=True)) ** -0.5
+            col_factor = new_col.astype(dt) ** -0.5
             u = g32 * jnp.expand_dims(row_factor, largest) * jnp.expand_dims(col_factor, second)
-            return u.astype(g.dtype), new_row.astype(v_row.dtype), new_col.astype(v_col.dtype), v
+            return u, new_row, new_col, v
 
         out = jax.tree.map(leaf, updates, state.v_row, state.v_col, state.v)
         new_updates, v_row, v_col, v = tree_unzip(out, updates, 4)
-        return new_updates, FactoredState(safe_increment(state.count), v_row, v_col, v, h)
+        return new_updates, (v_row, v_col, v)
 
-    return transformation(init, update)
+    return hyperparam_transformation(owner, hp, ranges, FactoredState, step, init_fields, counted=True)
 
 
 # --- Private companions used by jopt.adafactor -------------------------------------------------
@@ -187,7 +188,7 @@ def _scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation
 
         def leaf(u, p):
             dt = compute_dtype(jnp.promote_types(u.dtype, p.dtype))
-            floor = resolve(min_scale, 0).astype(dt)
+            floor = cast_hyperparam(resolve(min_scale, 0), dt)
             p32 = p.astype(dt)
             small = jnp.sqrt(jnp.mean(jnp.real(jnp.conj(p32) * p32))) <= floor
             safe = jnp.where(small, jnp.ones_like(p32), p32)

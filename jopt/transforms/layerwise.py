@@ -11,10 +11,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, resolve_hyperparams, stored_hyperparams, transformation
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
+from jopt.core import GradientTransformation, hyperparam_transformation
+from jopt.hyperparams import NONNEGATIVE, PROBABILITY, Hyperparam, cast_hyperparam, compute_dtype
 from jopt.transforms.weight_decay import MaskOrFn, resolve_mask
-from jopt.tree import safe_increment, tree_unzip, tree_zeros_like
+from jopt.tree import tree_unzip, tree_zeros_like
 
 Array = jax.Array
 
@@ -83,37 +83,26 @@ def scale_by_trust_ratio(
       >>> u["w"].tolist()
       [0.0, 5.0]
     """
-    owner = "scale_by_trust_ratio"
-    check_hyperparam(min_norm, "min_norm", low=0.0, owner=owner)
-    check_hyperparam(trust_coefficient, "trust_coefficient", low=0.0, owner=owner)
-    check_hyperparam(eps, "eps", low=0.0, owner=owner)
     hp = {"min_norm": min_norm, "trust_coefficient": trust_coefficient, "eps": eps}
 
-    def init(params):
-        del params
-        count = jnp.zeros([], jnp.int32)
-        return ScaleByTrustRatioState(count, stored_hyperparams(hp, resolve_hyperparams(hp, count)))
-
-    def update(updates, state, params=None, **extra_args):
-        del extra_args
-        if params is None:
-            raise ValueError("scale_by_trust_ratio needs params: call update(updates, state, params)")
-        h = resolve_hyperparams(hp, state.count)
-
+    def step(updates, state, params, h, count_inc):
         def scale_leaf(on, u, p):
             dt = compute_dtype(jnp.promote_types(u.dtype, p.dtype))
-            floor = h["min_norm"].astype(dt)
+            floor = cast_hyperparam(h["min_norm"], dt)
             u32 = u.astype(dt)
             param_norm = _safe_norm(p.astype(dt), floor)
             update_norm = _safe_norm(u32, floor)
-            ratio = h["trust_coefficient"].astype(dt) * param_norm / (update_norm + h["eps"].astype(dt))
+            coefficient, eps_ = cast_hyperparam(h["trust_coefficient"], dt), cast_hyperparam(h["eps"], dt)
+            ratio = coefficient * param_norm / (update_norm + eps_)
             ratio = jnp.where((param_norm == 0) | (update_norm == 0), jnp.ones_like(ratio), ratio)
             return _select(on, (u32 * ratio).astype(u.dtype), u)
 
-        updates = jax.tree.map(scale_leaf, resolve_mask(mask, params), updates, params)
-        return updates, ScaleByTrustRatioState(safe_increment(state.count), stored_hyperparams(hp, h))
+        return jax.tree.map(scale_leaf, resolve_mask(mask, params), updates, params), ()
 
-    return transformation(init, update)
+    ranges = dict.fromkeys(hp, NONNEGATIVE)
+    return hyperparam_transformation(
+        "scale_by_trust_ratio", hp, ranges, ScaleByTrustRatioState, step, needs_params=True
+    )
 
 
 class ScaleByNovogradState(NamedTuple):
@@ -163,41 +152,38 @@ def scale_by_novograd(
       >>> [round(x, 4) for x in u["w"].tolist()]
       [0.6, 0.8]
     """
-    owner = "scale_by_novograd"
-    check_hyperparam(b1, "b1", low=0.0, high=1.0, owner=owner)
-    check_hyperparam(b2, "b2", low=0.0, high=1.0, owner=owner)
-    check_hyperparam(eps, "eps", low=0.0, owner=owner)
-    check_hyperparam(eps_root, "eps_root", low=0.0, owner=owner)
-    check_hyperparam(weight_decay, "weight_decay", low=0.0, owner=owner)
     hp = {"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root, "weight_decay": weight_decay}
+    mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
 
-    def init(params):
-        count = jnp.zeros([], jnp.int32)
-        mu = tree_zeros_like(params, mu_dtype)
+    def init_fields(params, h):
         nu = jax.tree.map(lambda p: jnp.zeros([], compute_dtype(p.dtype)), params)
-        return ScaleByNovogradState(count, mu, nu, stored_hyperparams(hp, resolve_hyperparams(hp, count)))
+        return tree_zeros_like(params, mu_dtype), nu
 
-    def update(updates, state, params=None, **extra_args):
-        del extra_args
-        if params is None:
-            raise ValueError("scale_by_novograd needs params: call update(updates, state, params)")
-        h = resolve_hyperparams(hp, state.count)
-        first = state.count == 0
+    def step(updates, state, params, h, count_inc):
+        first = count_inc == 1
 
         def leaf(g, p, m, v):
             dt = compute_dtype(jnp.promote_types(g.dtype, m.dtype))
-            c = {k: x.astype(dt) for k, x in h.items()}
+            c = {k: cast_hyperparam(x, dt) for k, x in h.items()}
             g32 = g.astype(dt)
             sq_norm = jnp.linalg.norm(g32) ** 2
             new_v = jnp.where(first, sq_norm, (1 - c["b2"]) * sq_norm + c["b2"] * v.astype(dt))
             step = g32 / (jnp.sqrt(new_v + c["eps_root"]) + c["eps"]) + c["weight_decay"] * p.astype(dt)
             new_m = jnp.where(first, step, c["b1"] * m.astype(dt) + step)
-            return new_m.astype(g.dtype), new_m.astype(m.dtype), new_v.astype(v.dtype)
+            return new_m, new_m, new_v
 
-        out = jax.tree.map(leaf, updates, params, state.mu, state.nu)
-        new_updates, mu, nu = tree_unzip(out, updates, 3)
-        return new_updates, ScaleByNovogradState(
-            safe_increment(state.count), mu, nu, stored_hyperparams(hp, h)
-        )
+        new_updates, mu, nu = tree_unzip(jax.tree.map(leaf, updates, params, state.mu, state.nu), updates, 3)
+        return new_updates, (mu, nu)
 
-    return transformation(init, update)
+    ranges = {"b1": PROBABILITY, "b2": PROBABILITY, "eps": NONNEGATIVE, "eps_root": NONNEGATIVE}
+    ranges["weight_decay"] = NONNEGATIVE
+    return hyperparam_transformation(
+        "scale_by_novograd",
+        hp,
+        ranges,
+        ScaleByNovogradState,
+        step,
+        init_fields,
+        counted=True,
+        needs_params=True,
+    )

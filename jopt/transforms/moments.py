@@ -26,9 +26,18 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, resolve_hyperparams, stored_hyperparams, transformation
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype, resolve
-from jopt.tree import safe_increment, tree_bias_correction, tree_cast_like, tree_moment, tree_zeros_like
+from jopt.core import GradientTransformation, hyperparam_transformation
+from jopt.hyperparams import (
+    ANY,
+    NONNEGATIVE,
+    UNIT,
+    Hyperparam,
+    cast_hyperparam,
+    check_hyperparams,
+    compute_dtype,
+    resolve,
+)
+from jopt.tree import safe_increment, tree_bias_correction, tree_moment, tree_zeros_like
 
 Array = jax.Array
 PyTree = Any
@@ -84,6 +93,10 @@ class ScaleByBeliefState(NamedTuple):
 
 # --------------------------------------------------------------------------- helpers
 
+# Decays are in [0, 1); every other hyperparameter here (eps, eps_root, ...) is >= 0
+# unless listed.
+_RANGES = {"b1": UNIT, "b2": UNIT, "threshold": ANY}
+
 # A step function receives (grads, state, resolved hyperparams, incremented count)
 # and returns (direction, new moments in the order of the state's moment fields).
 _Step = Callable[[PyTree, Any, dict[str, Array], Array], tuple[PyTree, tuple[PyTree, ...]]]
@@ -91,15 +104,6 @@ _Step = Callable[[PyTree, Any, dict[str, Array], Array], tuple[PyTree, tuple[PyT
 
 def _canonical_dtype(dtype: DType | None) -> DType | None:
     return None if dtype is None else jax.dtypes.canonicalize_dtype(dtype)
-
-
-def _check(owner: str, **values: Hyperparam) -> None:
-    """Validate concrete hyperparameters: betas in [0, 1), eps-like values >= 0."""
-    for name, value in values.items():
-        if name in ("b1", "b2"):
-            check_hyperparam(value, name, low=0.0, high=1.0, high_open=True, owner=owner)
-        else:
-            check_hyperparam(value, name, low=0.0, owner=owner)
 
 
 def _upcast(tree: PyTree) -> PyTree:
@@ -116,45 +120,38 @@ def _first_moment_hat(mu: PyTree, grads: PyTree, b1: Array, count_inc: Array, ne
         return tree_bias_correction(mu, b1, count_inc)
     ahead = tree_bias_correction(mu, b1, safe_increment(count_inc))
     now = tree_bias_correction(_upcast(grads), b1, count_inc)
-    return jax.tree.map(lambda m, g: b1.astype(m.dtype) * m + (1 - b1.astype(m.dtype)) * g, ahead, now)
+    return jax.tree.map(
+        lambda m, g: cast_hyperparam(b1, m.dtype) * m + (1 - cast_hyperparam(b1, m.dtype)) * g, ahead, now
+    )
 
 
 def _adam_direction(mu_hat: PyTree, nu_hat: PyTree, eps: Array, eps_root: Array | None) -> PyTree:
     r""":math:`\hat m / (\sqrt{\hat v + \bar\varepsilon} + \varepsilon)`; ``eps_root=None`` omits it."""
 
     def one(m, v):
-        v = v if eps_root is None else v + eps_root.astype(v.dtype)
-        return m / (jnp.sqrt(v) + eps.astype(v.dtype))
+        v = v if eps_root is None else v + cast_hyperparam(eps_root, v.dtype)
+        return m / (jnp.sqrt(v) + cast_hyperparam(eps, v.dtype))
 
     return jax.tree.map(one, mu_hat, nu_hat)
 
 
 def _moment_transform(
+    owner: str,
     state_cls: type,
     hp: dict[str, Hyperparam],
     init_moments: Callable[[PyTree], tuple[PyTree, ...]],
     step: _Step,
 ) -> GradientTransformation:
-    """Build a transform whose state is ``(count, *moments, hyperparams)``.
-
-    ``step`` works in the compute dtype; this wrapper resolves the
-    hyperparameters at the current count, casts the new moments back to their
-    stored dtypes and the direction to the gradients' dtype.
-    """
-
-    def init(params):
-        count = jnp.zeros([], jnp.int32)
-        return state_cls(count, *init_moments(params), stored_hyperparams(hp, resolve_hyperparams(hp, count)))
-
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_hyperparams(hp, state.count)
-        count_inc = safe_increment(state.count)
-        direction, moments = step(updates, state, h, count_inc)
-        stored = tuple(tree_cast_like(new, old) for new, old in zip(moments, state[1:-1], strict=True))
-        return tree_cast_like(direction, updates), state_cls(count_inc, *stored, stored_hyperparams(hp, h))
-
-    return transformation(init, update)
+    """A transform with state ``(count, *moments, hyperparams)`` and the ranges of :data:`_RANGES`."""
+    return hyperparam_transformation(
+        owner,
+        hp,
+        {k: _RANGES.get(k, NONNEGATIVE) for k in hp},
+        state_cls,
+        lambda grads, state, params, h, count_inc: step(grads, state, h, count_inc),
+        lambda params, h: init_moments(params),
+        counted=True,
+    )
 
 
 def _zero_moments(mu_dtype: DType | None, nu_dtype: DType | None, extra: int = 0):
@@ -210,7 +207,6 @@ def scale_by_adam(
       >>> print(u["w"])  # first step: g / |g|
       [1. 1. 1.]
     """
-    _check("scale_by_adam", b1=b1, b2=b2, eps=eps, eps_root=eps_root)
     hp = {"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
 
     def step(grads, state, h, count_inc):
@@ -220,7 +216,7 @@ def scale_by_adam(
         nu_hat = tree_bias_correction(nu, h["b2"], count_inc)
         return _adam_direction(mu_hat, nu_hat, h["eps"], h["eps_root"]), (mu, nu)
 
-    return _moment_transform(ScaleByAdamState, hp, _zero_moments(mu_dtype, nu_dtype), step)
+    return _moment_transform("scale_by_adam", ScaleByAdamState, hp, _zero_moments(mu_dtype, nu_dtype), step)
 
 
 def scale_by_amsgrad(
@@ -263,7 +259,6 @@ def scale_by_amsgrad(
       >>> print(state.nu_max["w"])
       [4. 4.]
     """
-    _check("scale_by_amsgrad", b1=b1, b2=b2, eps=eps, eps_root=eps_root)
     hp = {"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
 
     def step(grads, state, h, count_inc):
@@ -275,7 +270,7 @@ def scale_by_amsgrad(
         return _adam_direction(mu_hat, nu_max, h["eps"], h["eps_root"]), (mu, nu, nu_max)
 
     init_moments = _zero_moments(mu_dtype, nu_dtype, extra=1)
-    return _moment_transform(ScaleByAmsgradState, hp, init_moments, step)
+    return _moment_transform("scale_by_amsgrad", ScaleByAmsgradState, hp, init_moments, step)
 
 
 def scale_by_adamax(
@@ -311,7 +306,6 @@ def scale_by_adamax(
       >>> print(u["w"])
       [ 1. -1.]
     """
-    _check("scale_by_adamax", b1=b1, b2=b2, eps=eps)
     hp = {"b1": b1, "b2": b2, "eps": eps}
 
     def step(grads, state, h, count_inc):
@@ -320,13 +314,15 @@ def scale_by_adamax(
         def inf_moment(g, v):
             g = g.astype(compute_dtype(g.dtype))
             v = v.astype(g.dtype)
-            return jnp.maximum(jnp.abs(g) + h["eps"].astype(g.dtype), h["b2"].astype(g.dtype) * v)
+            return jnp.maximum(
+                jnp.abs(g) + cast_hyperparam(h["eps"], g.dtype), cast_hyperparam(h["b2"], g.dtype) * v
+            )
 
         nu = jax.tree.map(inf_moment, grads, state.nu)
         mu_hat = tree_bias_correction(mu, h["b1"], count_inc)
         return jax.tree.map(lambda m, v: m / v, mu_hat, nu), (mu, nu)
 
-    return _moment_transform(ScaleByAdamState, hp, _zero_moments(mu_dtype, nu_dtype), step)
+    return _moment_transform("scale_by_adamax", ScaleByAdamState, hp, _zero_moments(mu_dtype, nu_dtype), step)
 
 
 def scale_by_radam(
@@ -376,18 +372,15 @@ def scale_by_radam(
       >>> print(u["w"].round(4))  # rho_1 < 5: the un-rectified first moment
       [3. 3.]
     """
-    _check("scale_by_radam", b1=b1, b2=b2, eps=eps, eps_root=eps_root)
-    check_hyperparam(threshold, "threshold", owner="scale_by_radam")
     hp = {"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root, "threshold": threshold}
 
     def step(grads, state, h, count_inc):
         b2_ = h["b2"]
         mu = tree_moment(grads, state.mu, h["b1"], 1)
         nu = tree_moment(grads, state.nu, b2_, 2)
-        t = count_inc.astype(b2_.dtype)
         rho_inf = 2.0 / (1.0 - b2_) - 1.0
-        b2t = b2_**t
-        rho = rho_inf - 2 * t * b2t / (1 - b2t)
+        b2t = b2_**count_inc
+        rho = rho_inf - 2 * count_inc * b2t / (1 - b2t)
         tractable = rho >= h["threshold"]
         # r_t is NaN for rho_t < 4; evaluate it at rho_inf (r = 1) where it is not selected,
         # so that gradients through this update (meta-learning) stay finite.
@@ -401,7 +394,7 @@ def scale_by_radam(
         direction = jax.tree.map(lambda a, m: jnp.where(tractable, a, m), adam, mu_hat)
         return direction, (mu, nu)
 
-    return _moment_transform(ScaleByAdamState, hp, _zero_moments(mu_dtype, nu_dtype), step)
+    return _moment_transform("scale_by_radam", ScaleByAdamState, hp, _zero_moments(mu_dtype, nu_dtype), step)
 
 
 def scale_by_belief(
@@ -440,19 +433,20 @@ def scale_by_belief(
       >>> bool(jnp.all(u["w"] > 1.0))  # s_1 is small: the first step is large
       True
     """
-    _check("scale_by_belief", b1=b1, b2=b2, eps=eps, eps_root=eps_root)
     hp = {"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
 
     def step(grads, state, h, count_inc):
         mu = tree_moment(grads, state.mu, h["b1"], 1)
         error = jax.tree.map(lambda g, m: g.astype(m.dtype) - m, grads, mu)
         nu = tree_moment(error, state.nu, h["b2"], 2)
-        nu = jax.tree.map(lambda v: v + h["eps_root"].astype(v.dtype), nu)
+        nu = jax.tree.map(lambda v: v + cast_hyperparam(h["eps_root"], v.dtype), nu)
         mu_hat = _first_moment_hat(mu, grads, h["b1"], count_inc, nesterov)
         nu_hat = tree_bias_correction(nu, h["b2"], count_inc)
         return _adam_direction(mu_hat, nu_hat, h["eps"], None), (mu, nu)
 
-    return _moment_transform(ScaleByBeliefState, hp, _zero_moments(mu_dtype, nu_dtype), step)
+    return _moment_transform(
+        "scale_by_belief", ScaleByBeliefState, hp, _zero_moments(mu_dtype, nu_dtype), step
+    )
 
 
 def scale_by_yogi(
@@ -492,13 +486,10 @@ def scale_by_yogi(
       >>> print(state.nu["w"])
       [1.e-06 1.e-06]
     """
-    _check(
+    check_hyperparams(
         "scale_by_yogi",
-        b1=b1,
-        b2=b2,
-        eps=eps,
-        eps_root=eps_root,
-        initial_accumulator_value=initial_accumulator_value,
+        {"initial_accumulator_value": NONNEGATIVE},
+        {"initial_accumulator_value": initial_accumulator_value},
     )
     hp = {"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
     mu_dtype, nu_dtype = _canonical_dtype(mu_dtype), _canonical_dtype(nu_dtype)
@@ -516,11 +507,11 @@ def scale_by_yogi(
             g = g.astype(dt)
             g2 = jnp.real(jnp.conj(g) * g).astype(dt)
             v = v.astype(dt)
-            return v - (1 - h["b2"].astype(dt)) * jnp.sign(v - g2) * g2
+            return v - (1 - cast_hyperparam(h["b2"], dt)) * jnp.sign(v - g2) * g2
 
         nu = jax.tree.map(second, grads, state.nu)
         mu_hat = tree_bias_correction(mu, h["b1"], count_inc)
         nu_hat = tree_bias_correction(nu, h["b2"], count_inc)
         return _adam_direction(mu_hat, nu_hat, h["eps"], h["eps_root"]), (mu, nu)
 
-    return _moment_transform(ScaleByAdamState, hp, init_moments, step)
+    return _moment_transform("scale_by_yogi", ScaleByAdamState, hp, init_moments, step)

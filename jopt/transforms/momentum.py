@@ -31,9 +31,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, resolve_hyperparams, stored_hyperparams, transformation
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
-from jopt.tree import safe_increment, tree_bias_correction, tree_moment, tree_zeros_like
+from jopt.core import GradientTransformation, hyperparam_transformation
+from jopt.hyperparams import UNIT, Hyperparam, cast_hyperparam, compute_dtype
+from jopt.tree import tree_bias_correction, tree_moment, tree_zeros_like
 
 Array = jax.Array
 PyTree = Any
@@ -55,21 +55,6 @@ class TraceState(NamedTuple):
     hyperparams: dict[str, Array]
 
 
-_DECAYS = frozenset({"decay", "rho", "momentum"})
-
-
-def _check(owner: str, **values: Hyperparam) -> None:
-    """Validate concrete hyperparameters by name: decays in [0, 1), everything else >= 0.
-
-    ``None`` values (structural "off", e.g. ``momentum=None``) pass.
-    """
-    for name, value in values.items():
-        if name in _DECAYS:
-            check_hyperparam(value, name, low=0.0, high=1.0, high_open=True, owner=owner)
-        else:
-            check_hyperparam(value, name, low=0.0, owner=owner)
-
-
 def _momentum(
     decay: Hyperparam,
     *,
@@ -84,35 +69,23 @@ def _momentum(
     (optimizers log it as ``"momentum"``) and, with ``owner``, the name used in
     validation errors.
     """
-    _check(owner, **{name: decay})
     acc_dtype = None if accumulator_dtype is None else jax.dtypes.canonicalize_dtype(accumulator_dtype)
-    hp = {name: decay}
 
-    def init(params):
-        count = jnp.zeros([], jnp.int32)
-        return TraceState(
-            count, tree_zeros_like(params, acc_dtype), stored_hyperparams(hp, resolve_hyperparams(hp, count))
-        )
+    def init_fields(params, h):
+        return (tree_zeros_like(params, acc_dtype),)
 
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_hyperparams(hp, state.count)
-        mu = h[name]
-
+    def step(updates, state, params, h, count_inc):
         def accumulate(g, t):
             dt = compute_dtype(jnp.promote_types(g.dtype, t.dtype))
-            return g.astype(dt) + mu.astype(dt) * t.astype(dt)
+            return g.astype(dt) + cast_hyperparam(h[name], dt) * t.astype(dt)
 
         new_trace = jax.tree.map(accumulate, updates, state.trace)
-        if nesterov:
-            out = jax.tree.map(accumulate, updates, new_trace)
-        else:
-            out = new_trace
-        out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
-        stored = jax.tree.map(lambda t, old: t.astype(old.dtype), new_trace, state.trace)
-        return out, TraceState(safe_increment(state.count), stored, stored_hyperparams(hp, h))
+        out = jax.tree.map(accumulate, updates, new_trace) if nesterov else new_trace
+        return out, (new_trace,)
 
-    return transformation(init, update)
+    return hyperparam_transformation(
+        owner, {name: decay}, {name: UNIT}, TraceState, step, init_fields, counted=True
+    )
 
 
 def trace(
@@ -212,24 +185,16 @@ def ema(
       >>> u["w"].tolist()
       [0.5, 0.5]
     """
-    _check("ema", decay=decay)
     acc_dtype = None if accumulator_dtype is None else jax.dtypes.canonicalize_dtype(accumulator_dtype)
-    hp = {"decay": decay}
 
-    def init(params):
-        count = jnp.zeros([], jnp.int32)
-        return EmaState(
-            count, tree_zeros_like(params, acc_dtype), stored_hyperparams(hp, resolve_hyperparams(hp, count))
-        )
+    def init_fields(params, h):
+        return (tree_zeros_like(params, acc_dtype),)
 
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_hyperparams(hp, state.count)
-        count = safe_increment(state.count)
+    def step(updates, state, params, h, count_inc):
         new_ema = tree_moment(updates, state.ema, h["decay"], order=1)
-        out = tree_bias_correction(new_ema, h["decay"], count) if debias else new_ema
-        out = jax.tree.map(lambda o, u: o.astype(u.dtype), out, updates)
-        stored = jax.tree.map(lambda m, old: m.astype(old.dtype), new_ema, state.ema)
-        return out, EmaState(count, stored, stored_hyperparams(hp, h))
+        out = tree_bias_correction(new_ema, h["decay"], count_inc) if debias else new_ema
+        return out, (new_ema,)
 
-    return transformation(init, update)
+    return hyperparam_transformation(
+        "ema", {"decay": decay}, {"decay": UNIT}, EmaState, step, init_fields, counted=True
+    )

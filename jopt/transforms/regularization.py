@@ -25,9 +25,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
-from jopt.transforms.clipping import _hyperparam_transform
+from jopt.core import GradientTransformation, hyperparam_transformation
+from jopt.hyperparams import NONNEGATIVE, Hyperparam, cast_hyperparam, compute_dtype
 from jopt.transforms.weight_decay import MaskOrFn, resolve_mask
 
 Array = jax.Array
@@ -51,18 +50,19 @@ def _masked_param_rule(
 ) -> GradientTransformation:
     """Apply ``rule(u, p, h)`` (in the compute dtype) to the selected leaves."""
 
-    def fn(updates, params, h):
+    def step(updates, state, params, h, count):
         def one(on, u, p):
             if on is False:
                 return u
             dt = compute_dtype(u.dtype)
-            hd = {k: v.astype(dt) for k, v in h.items()}
+            hd = {k: cast_hyperparam(v, dt) for k, v in h.items()}
             new = rule(u.astype(dt), p.astype(dt), hd).astype(u.dtype)
             return new if on is True else jnp.where(on, new, u)
 
-        return jax.tree.map(one, resolve_mask(mask, params), updates, params)
+        return jax.tree.map(one, resolve_mask(mask, params), updates, params), ()
 
-    return _hyperparam_transform(hp, fn, needs_params=owner, state_cls=RegularizationState)
+    ranges = {k: NONNEGATIVE for k in hp}
+    return hyperparam_transformation(owner, hp, ranges, RegularizationState, step, needs_params=True)
 
 
 def add_l2_penalty(l2: Hyperparam, mask: MaskOrFn = None) -> GradientTransformation:
@@ -86,7 +86,6 @@ def add_l2_penalty(l2: Hyperparam, mask: MaskOrFn = None) -> GradientTransformat
       >>> [round(float(x), 4) for x in u["w"]]
       [0.1, -0.2]
     """
-    check_hyperparam(l2, "l2", low=0.0, owner="add_l2_penalty")
     return _masked_param_rule("add_l2_penalty", {"l2": l2}, mask, lambda u, p, h: u + h["l2"] * p)
 
 
@@ -110,7 +109,6 @@ def add_l1_subgradient(l1: Hyperparam, mask: MaskOrFn = None) -> GradientTransfo
       >>> [round(float(x), 4) for x in u["w"]]
       [0.1, 0.0, -0.1]
     """
-    check_hyperparam(l1, "l1", low=0.0, owner="add_l1_subgradient")
     return _masked_param_rule(
         "add_l1_subgradient", {"l1": l1}, mask, lambda u, p, h: u + h["l1"] * jnp.sign(p)
     )
@@ -145,8 +143,6 @@ def proximal_l1(l1: Hyperparam, learning_rate: Hyperparam, mask: MaskOrFn = None
       >>> [round(float(x), 4) for x in jopt.apply_updates(p, u)["w"]]
       [0.0, 0.9]
     """
-    check_hyperparam(l1, "l1", low=0.0, owner="proximal_l1")
-    check_hyperparam(learning_rate, "learning_rate", low=0.0, owner="proximal_l1")
 
     def rule(u, p, h):
         proposed = p + u

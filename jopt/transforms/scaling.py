@@ -18,10 +18,10 @@ from jopt.core import (
     GradientTransformation,
     initial_count,
     next_count,
-    resolve_hyperparams,
+    stored_hyperparams,
     transformation,
 )
-from jopt.hyperparams import Hyperparam, check_hyperparam, resolve
+from jopt.hyperparams import Hyperparam, check_hyperparam, hyperparam_dtype, is_python_number, resolve
 from jopt.tree import safe_increment, tree_scale
 
 Array = jax.Array
@@ -52,6 +52,11 @@ class StatefulSchedule(Protocol):
     def update(self, state: Any, count: Array, **extra_args: Any) -> tuple[Array, Any]: ...
 
 
+def _logged(value: Array | float) -> Array:
+    """A resolved hyperparameter as the array kept in the state for logging."""
+    return jnp.asarray(value, hyperparam_dtype()) if is_python_number(value) else value
+
+
 class ScaleState(NamedTuple):
     """State of :func:`scale`: the factor used (for logging)."""
 
@@ -66,12 +71,11 @@ def scale(step_size: Hyperparam) -> GradientTransformation:
 
     def init(params):
         del params
-        return ScaleState({"step_size": resolve(step_size, 0)})
+        return ScaleState(stored_hyperparams({"step_size": step_size}, {"step_size": resolve(step_size, 0)}))
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
-        factor = resolve(step_size, 0)
-        return tree_scale(updates, factor), ScaleState({"step_size": factor})
+        return tree_scale(updates, resolve(step_size, 0)), state
 
     return transformation(init, update)
 
@@ -95,12 +99,12 @@ def scale_by_schedule(schedule: Hyperparam, *, name: str = "step_size") -> Gradi
     def init(params):
         del params
         count = jnp.zeros([], jnp.int32)
-        return ScheduleState(count, resolve_hyperparams({name: schedule}, count))
+        return ScheduleState(count, {name: _logged(resolve(schedule, count))})
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         value = resolve(schedule, state.count)
-        return tree_scale(updates, value), ScheduleState(safe_increment(state.count), {name: value})
+        return tree_scale(updates, value), ScheduleState(safe_increment(state.count), {name: _logged(value)})
 
     return transformation(init, update)
 
@@ -150,19 +154,20 @@ def scale_by_learning_rate(
         if stateful is None:  # a step counter only for a schedule; the rate is always logged
             count = initial_count({"learning_rate": learning_rate})
             return ScaleByLearningRateState(
-                count, EmptyState(), {"learning_rate": resolve(learning_rate, count)}
+                count, EmptyState(), {"learning_rate": _logged(resolve(learning_rate, count))}
             )
         count = jnp.zeros([], jnp.int32)
         schedule_state = stateful.init()
         first = getattr(stateful, "initial_value", None)
         lr0 = resolve(first if first is not None else 0.0, count)
-        return ScaleByLearningRateState(count, schedule_state, {"learning_rate": lr0})
+        return ScaleByLearningRateState(count, schedule_state, {"learning_rate": _logged(lr0)})
 
     def update(updates, state, params=None, **extra_args):
         del params
         lr, schedule_state = current(state.count, state.schedule_state, extra_args)
         updates = tree_scale(updates, sign * lr)
-        new_state = ScaleByLearningRateState(next_count(state.count), schedule_state, {"learning_rate": lr})
+        logged = {"learning_rate": _logged(lr)}
+        new_state = ScaleByLearningRateState(next_count(state.count), schedule_state, logged)
         return updates, new_state
 
     names = stateful.extra_args if stateful is not None else ()

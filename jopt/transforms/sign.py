@@ -13,13 +13,11 @@ import jax.numpy as jnp
 
 from jopt.core import (
     GradientTransformation,
-    resolve_hyperparams,
+    hyperparam_transformation,
     stateless,
-    stored_hyperparams,
-    transformation,
 )
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
-from jopt.tree import safe_increment, tree_cast_like, tree_moment, tree_zeros_like
+from jopt.hyperparams import PROBABILITY, Hyperparam, cast_hyperparam, compute_dtype
+from jopt.tree import tree_moment, tree_zeros_like
 
 Array = jax.Array
 
@@ -72,28 +70,22 @@ def scale_by_lion(
       >>> u["w"].tolist()
       [1.0, -1.0]
     """
-    check_hyperparam(b1, "b1", low=0.0, high=1.0, owner="scale_by_lion")
-    check_hyperparam(b2, "b2", low=0.0, high=1.0, owner="scale_by_lion")
     hp = {"b1": b1, "b2": b2}
+    mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
 
-    def init(params):
-        count = jnp.zeros([], jnp.int32)
-        return ScaleByLionState(
-            count, tree_zeros_like(params, mu_dtype), stored_hyperparams(hp, resolve_hyperparams(hp, count))
-        )
+    def init_fields(params, h):
+        return (tree_zeros_like(params, mu_dtype),)
 
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        h = resolve_hyperparams(hp, state.count)
-
+    def step(updates, state, params, h, count_inc):
         def direction(g, m):
             dt = compute_dtype(jnp.promote_types(g.dtype, m.dtype))
-            beta = h["b1"].astype(dt)
-            mixed = (1 - beta) * g.astype(dt) + beta * m.astype(dt)
-            return jnp.sign(mixed).astype(g.dtype)
+            beta = cast_hyperparam(h["b1"], dt)
+            return jnp.sign((1 - beta) * g.astype(dt) + beta * m.astype(dt))
 
         new_updates = jax.tree.map(direction, updates, state.mu)
-        mu = tree_cast_like(tree_moment(updates, state.mu, h["b2"], order=1), state.mu)
-        return new_updates, ScaleByLionState(safe_increment(state.count), mu, stored_hyperparams(hp, h))
+        return new_updates, (tree_moment(updates, state.mu, h["b2"], order=1),)
 
-    return transformation(init, update)
+    ranges = {"b1": PROBABILITY, "b2": PROBABILITY}
+    return hyperparam_transformation(
+        "scale_by_lion", hp, ranges, ScaleByLionState, step, init_fields, counted=True
+    )

@@ -15,15 +15,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import (
-    GradientTransformation,
-    initial_count,
-    next_count,
-    resolve_hyperparams,
-    stored_hyperparams,
-    transformation,
-)
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype
+from jopt.core import GradientTransformation, hyperparam_transformation
+from jopt.hyperparams import NONNEGATIVE, Hyperparam, cast_hyperparam, compute_dtype, is_python_number
 
 Array = jax.Array
 MaskOrFn = Any | Callable[[Any], Any] | None
@@ -74,33 +67,24 @@ def add_decayed_weights(weight_decay: Hyperparam = 0.0, mask: MaskOrFn = None) -
       >>> p = {"w": jnp.ones(2)}
       >>> u, _ = tx.update({"w": jnp.zeros(2)}, tx.init(p), p)
     """
-    check_hyperparam(weight_decay, "weight_decay", low=0.0, owner="add_decayed_weights")
-    hp = {"weight_decay": weight_decay}
 
-    def init(params):
-        del params
-        count = initial_count(hp)
-        return AddDecayedWeightsState(count, stored_hyperparams(hp, resolve_hyperparams(hp, count)))
-
-    def update(updates, state, params=None, **extra_args):
-        del extra_args
-        if params is None:
-            raise ValueError("add_decayed_weights needs params: call update(updates, state, params)")
-        h = resolve_hyperparams(hp, state.count)
+    def step(updates, state, params, h, count):
+        if is_python_number(h["weight_decay"]) and h["weight_decay"] == 0:
+            return updates, ()  # a constant zero adds nothing (and optax emits no operation for it)
         wd = h["weight_decay"]
 
         def decay(u, p, on):
             dt = compute_dtype(u.dtype)
-            new = (u.astype(dt) + wd.astype(dt) * p.astype(dt)).astype(u.dtype)
+            new = (u.astype(dt) + cast_hyperparam(wd, dt) * p.astype(dt)).astype(u.dtype)
             return new if on is True else jnp.where(on, new, u)
 
         selected = resolve_mask(mask, params)
-        updates = jax.tree.map(
-            lambda on, u, p: decay(u, p, on) if on is not False else u,
-            selected,
-            updates,
-            params,
+        new = jax.tree.map(
+            lambda on, u, p: decay(u, p, on) if on is not False else u, selected, updates, params
         )
-        return updates, AddDecayedWeightsState(next_count(state.count), stored_hyperparams(hp, h))
+        return new, ()
 
-    return transformation(init, update)
+    hp, ranges = {"weight_decay": weight_decay}, {"weight_decay": NONNEGATIVE}
+    return hyperparam_transformation(
+        "add_decayed_weights", hp, ranges, AddDecayedWeightsState, step, needs_params=True
+    )
