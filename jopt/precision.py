@@ -46,8 +46,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, transformation
-from jopt.hyperparams import Hyperparam, check_hyperparam, is_concrete, resolve
+from jopt.core import GradientTransformation, as_transformation, transformation
+from jopt.hyperparams import (
+    Hyperparam,
+    check_hyperparam,
+    hyperparam_dtype,
+    is_concrete,
+    is_python_number,
+    resolve,
+)
 from jopt.tree import safe_increment, tree_all_finite
 
 Array = jax.Array
@@ -173,12 +180,12 @@ class LossScaleState(NamedTuple):
     hyperparams: dict[str, Array]
 
 
-def _adapt(tx: Any) -> GradientTransformation:
-    if isinstance(tx, GradientTransformation):
-        return tx
-    if not (hasattr(tx, "init") and hasattr(tx, "update")):
-        raise TypeError(f"expected a gradient transformation, got {type(tx).__name__}")
-    return GradientTransformation(tx.init, tx.update, frozenset(getattr(tx, "extra_args", ()) or ()))
+
+
+
+def _as_array(value: Any) -> Array:
+    """A resolved hyperparameter as an array (the loss-scale state keeps all of them)."""
+    return jnp.asarray(value, hyperparam_dtype()) if is_python_number(value) else value
 
 
 def dynamic_loss_scale(
@@ -224,7 +231,7 @@ def dynamic_loss_scale(
       >>> [round(u, 6) for u in updates["w"].tolist()], float(state.loss_scale)
       ([-0.2, -0.2], 1024.0)
     """
-    inner = _adapt(inner)
+    inner = as_transformation(inner)
     owner = "dynamic_loss_scale"
     check_hyperparam(initial_scale, "initial_scale", low=0.0, low_open=True, owner=owner)
     check_hyperparam(growth_factor, "growth_factor", low=1.0, owner=owner)
@@ -246,17 +253,17 @@ def dynamic_loss_scale(
         zero = jnp.zeros([], jnp.int32)
         return LossScaleState(
             count=zero,
-            loss_scale=resolve(initial_scale, zero),
+            loss_scale=_as_array(resolve(initial_scale, zero)),
             good_steps=zero,
             skipped=zero,
             last_finite=jnp.array(True),
             inner_state=inner.init(params),
-            hyperparams={k: resolve(v, zero) for k, v in hp.items()},
+            hyperparams={k: _as_array(resolve(v, zero)) for k, v in hp.items()},
         )
 
     def update(updates, state, params=None, **extra_args):
         kwargs = {k: v for k, v in extra_args.items() if k in inner.extra_args}
-        h = {k: resolve(v, state.count) for k, v in hp.items()}
+        h = {k: _as_array(resolve(v, state.count)) for k, v in hp.items()}
         scale = state.loss_scale
         grads = unscale_grads(updates, scale)
         finite = tree_all_finite(grads)
