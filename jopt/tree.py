@@ -120,8 +120,13 @@ def tree_global_norm(tree: PyTree) -> Array:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros((), compute_dtype(jnp.float32))
-    squares = [jnp.sum(jnp.real(jnp.conj(x) * x).astype(compute_dtype(x.dtype))) for x in leaves]
-    return jnp.sqrt(sum(squares))
+    # optax's order: |x|^2 as square(real) + square(imag), summed per leaf, then leaf by leaf
+    # from 0 (identical graphs keep XLA's reductions, and so the bits, identical).
+    upcast = [x.astype(compute_dtype(x.dtype)) for x in leaves]
+    total = 0
+    for x in upcast:
+        total = total + jnp.sum(jnp.square(x.real) + jnp.square(x.imag))
+    return jnp.sqrt(total)
 
 
 def tree_all_finite(tree: PyTree) -> Array:

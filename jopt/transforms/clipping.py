@@ -62,18 +62,19 @@ def _abs_sq(x: Array) -> Array:
     return jnp.real(jnp.conj(x) * x)
 
 
-def _rescale(u: Array, norm: Array, limit: Array, *, by_ratio: bool = False) -> Array:
+def _rescale(u: Array, norm: Array, limit: Array | float, *, by_ratio: bool = False) -> Array:
     """``u * min(1, limit / norm)``, safe for ``norm == 0`` and ``limit in {0, inf}``.
 
-    Computed as ``u / norm * limit`` (or ``u / (norm / limit)`` when ``by_ratio``),
-    the operation order optax uses, so trajectories agree to the last bit.
+    Computed as optax does, ``u / norm * limit`` (or ``u / max(1, norm / limit)``
+    when ``by_ratio``), so trajectories agree to the last bit; the guards act on
+    the scalar norm only.
     """
     dt = compute_dtype(u.dtype)
     x, norm, limit = u.astype(dt), norm.astype(dt), cast_hyperparam(limit, dt)
-    over = norm > limit
-    safe_norm = jnp.where(over, norm, 1.0)
-    clipped = x / (safe_norm / limit) if by_ratio else x / safe_norm * limit
-    return jnp.where(over, clipped, x).astype(u.dtype)
+    if by_ratio:
+        denominator = jnp.where(norm == 0, 1.0, jnp.maximum(1.0, norm / limit))
+        return (x / denominator).astype(u.dtype)
+    return jnp.where((norm < limit) | (norm == 0), x, x / norm * limit).astype(u.dtype)
 
 
 def clip(max_delta: Hyperparam) -> GradientTransformation:
