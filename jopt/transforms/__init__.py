@@ -17,7 +17,11 @@ from jopt.transforms.averaging import *  # noqa: F401,F403
 from jopt.transforms.gradient_history import *  # noqa: F401,F403
 from jopt.transforms.memory_efficient import *  # noqa: F401,F403
 from jopt.transforms.step_size import *  # noqa: F401,F403
-from jopt.transforms.noise import *  # noqa: F401,F403
+from jopt.transforms.injection import *  # noqa: F401,F403
+from jopt.transforms.lookahead import *  # noqa: F401,F403
+from jopt.transforms.monitoring import *  # noqa: F401,F403
+from jopt.transforms.layouts import *  # noqa: F401,F403
 from jopt.transforms.quasi_newton import *  # noqa: F401,F403
 from jopt.transforms.linesearch import *  # noqa: F401,F403
 from jopt.transforms.zoom_linesearch import *  # noqa: F401,F403
+from jopt.transforms.noise import *  # noqa: F401,F403
