@@ -31,8 +31,8 @@ def test_typo_in_extra_argument_warns_against_the_chains_own_names():
     tx = jopt.chain(jopt.identity(), jopt.scale_by_learning_rate(jopt.reduce_on_plateau(0.1)))
     params = {"w": jnp.ones(2)}
     state = tx.init(params)
-    with pytest.warns(UserWarning, match="did you mean 'value'"):
-        tx.update(params, state, params, valeu=1.0)
+    with pytest.warns(UserWarning, match="did you mean 'value'"), pytest.raises(TypeError, match="value"):
+        tx.update(params, state, params, valeu=1.0)  # warns, then the plateau asks for the loss
     # The declared name passes without a warning.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -48,7 +48,7 @@ def test_unknown_extra_arguments_are_ignored_like_optax():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         u, _ = tx.update(params, tx.init(params), params, valeu=1.0, grad=params, whatever=3)
-    np.testing.assert_allclose(u["w"], -0.1 * jnp.ones(2), rtol=1e-6)
+    np.testing.assert_allclose(u["w"], -0.1 * jnp.ones(2), rtol=1e-5)
 
 
 def test_transformation_unpacks_as_init_update_pair():
@@ -108,6 +108,24 @@ def test_apply_updates_keeps_dtype_and_skips_none():
     assert new["a"].dtype == jnp.bfloat16
     np.testing.assert_array_equal(new["b"], params["b"])
     np.testing.assert_allclose(new["a"].astype(jnp.float32), 1.5)
+
+
+def test_apply_updates_keeps_none_parameter_leaves():
+    # Regression: a None parameter leaf (e.g. an absent bias) used to crash apply_updates.
+    new = jopt.apply_updates({"w": jnp.ones(2), "bias": None}, {"w": jnp.ones(2), "bias": None})
+    assert new["bias"] is None
+    np.testing.assert_array_equal(new["w"], 2.0)
+    assert jax.tree.structure(new, is_leaf=lambda x: x is None) == jax.tree.structure(
+        optax.apply_updates({"w": jnp.ones(2), "bias": None}, {"w": jnp.ones(2), "bias": None}),
+        is_leaf=lambda x: x is None,
+    )
+
+
+@pytest.mark.parametrize("bad", ["0.001", b"0.1", ["0.1"]])
+def test_string_learning_rate_raises_value_error_naming_it(bad):
+    # Regression: jopt.adam("0.001") gave a JAX TypeError from inside the update.
+    with pytest.raises(ValueError, match="learning_rate must be a number"):
+        jopt.adam(bad)
 
 
 def test_decoupled_weight_decay_with_mask():
