@@ -21,3 +21,12 @@ from jopt.schedules.plateau import reduce_on_plateau, scale_by_plateau  # noqa: 
 from jopt.transforms import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``jopt.losses`` is optax's (an optional dependency), imported on first use.
+    if name == "losses":
+        import importlib
+
+        return importlib.import_module("jopt.losses")
+    raise AttributeError(f"module 'jopt' has no attribute {name!r}")
