@@ -26,9 +26,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, transformation
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype, resolve
-from jopt.tree import safe_increment
+from jopt.core import GradientTransformation, hyperparam_transformation
+from jopt.hyperparams import PROBABILITY, Hyperparam, cast_hyperparam, compute_dtype, resolve
 
 Array = jax.Array
 PyTree = Any
@@ -66,40 +65,36 @@ def ema_update(average: PyTree, params: PyTree, decay: Hyperparam) -> PyTree:
 
     def one(a, p):
         dt = compute_dtype(a.dtype)
-        b = beta.astype(dt)
+        b = cast_hyperparam(beta, dt)
         return (b * a.astype(dt) + (1 - b) * p.astype(dt)).astype(a.dtype)
 
     return jax.tree.map(one, average, params)
 
 
-def _averaging_transform(hp: dict[str, Hyperparam], owner: str, accumulator_dtype: Any | None, step):
+def _averaging_transform(
+    hp: dict[str, Hyperparam], owner: str, accumulator_dtype: Any | None, step
+) -> GradientTransformation:
     """``step(average, new_params, h, count_after)`` -> new average (in the compute dtype)."""
 
-    def cast(x):
-        return x.astype(accumulator_dtype if accumulator_dtype is not None else compute_dtype(x.dtype))
+    def init_fields(params, h):
+        def cast(x):
+            return x.astype(accumulator_dtype if accumulator_dtype is not None else compute_dtype(x.dtype))
 
-    def init(params):
-        count = jnp.zeros([], jnp.int32)
-        return ParamAverageState(
-            count, jax.tree.map(cast, params), {k: resolve(v, count) for k, v in hp.items()}
-        )
+        return (jax.tree.map(cast, params),)
 
-    def update(updates, state, params=None, **extra_args):
-        del extra_args
-        if params is None:
-            raise ValueError(f"{owner} needs params: call update(updates, state, params)")
-        h = {k: resolve(v, state.count) for k, v in hp.items()}
-        count = safe_increment(state.count)
-
+    def update_average(updates, state, params, h, count):
         def one(a, p, u):
             dt = compute_dtype(jnp.promote_types(a.dtype, p.dtype))
             new_p = p.astype(dt) + u.astype(dt)
-            return step(a.astype(dt), new_p, {k: v.astype(dt) for k, v in h.items()}, count).astype(a.dtype)
+            hd = {k: cast_hyperparam(v, dt) for k, v in h.items()}
+            return step(a.astype(dt), new_p, hd, count)
 
-        average = jax.tree.map(one, state.average, params, updates)
-        return updates, ParamAverageState(count, average, h)
+        return updates, (jax.tree.map(one, state.average, params, updates),)
 
-    return transformation(init, update)
+    ranges = {"decay": PROBABILITY}
+    return hyperparam_transformation(
+        owner, hp, ranges, ParamAverageState, update_average, init_fields, counted=True, needs_params=True
+    )
 
 
 def ema_params(decay: Hyperparam, *, accumulator_dtype: Any | None = None) -> GradientTransformation:
@@ -125,7 +120,6 @@ def ema_params(decay: Hyperparam, *, accumulator_dtype: Any | None = None) -> Gr
       >>> float(jopt.averaged_params(s)["w"][0])
       1.0
     """
-    check_hyperparam(decay, "decay", low=0.0, high=1.0, owner="ema_params")
 
     def step(avg, new_p, h, count):
         del count
