@@ -1,8 +1,8 @@
 r"""Inner products and axpy on pytrees, shared by L-BFGS and the line searches.
 
 These reductions are written with the primitives and summation order optax
-uses (a full-rank ``tensordot`` per leaf at ``HIGHEST`` precision, leaf results
-added in leaf order starting from ``0``), so quantities such as the slope
+uses on JAX >= 0.10 (``jnp.vdot`` per leaf at ``HIGHEST`` precision, leaf
+results added in leaf order starting from ``0``), so quantities such as the slope
 :math:`\langle u, \nabla f\rangle` carry optax's bits. Leaves are reduced in
 their own dtype.
 """
@@ -22,15 +22,7 @@ __all__ = ["tree_add_scaled", "tree_inner", "tree_squared_norm"]
 
 def _leaf_inner(a: Array, b: Array) -> Array:
     r""":math:`\sum_i \bar a_i b_i` over all axes of one leaf."""
-    a, b = jnp.asarray(a), jnp.asarray(b)
-    if jnp.iscomplexobj(a):
-        a = jnp.conj(a)
-    mesh = jax.typeof(a).sharding.mesh
-    # Under an explicit-axes mesh the scalar result must be declared replicated.
-    out_sharding = (
-        jax.sharding.NamedSharding(mesh, jax.P()) if (not mesh.empty and mesh.are_all_axes_explicit) else None
-    )
-    return jnp.tensordot(a, b, a.ndim, precision=jax.lax.Precision.HIGHEST, out_sharding=out_sharding)
+    return jnp.vdot(jnp.asarray(a), jnp.asarray(b), precision=jax.lax.Precision.HIGHEST)
 
 
 def tree_inner(x: PyTree, y: PyTree) -> Array:

@@ -206,7 +206,8 @@ def value_and_grad_from_state(value_fn: Callable[..., Array]) -> Callable[..., t
       >>> def f(x):
       ...     return jnp.sum((x - 1.0) ** 2)
       >>> opt = jopt.chain(
-      ...     jopt.sgd(0.25), jopt.scale_by_backtracking_linesearch(max_backtracking_steps=15, store_grad=True)
+      ...     jopt.sgd(0.25),
+      ...     jopt.scale_by_backtracking_linesearch(max_backtracking_steps=15, store_grad=True),
       ... )
       >>> value_and_grad = jopt.value_and_grad_from_state(f)
       >>> params = jnp.zeros(2)

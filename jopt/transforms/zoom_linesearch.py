@@ -10,7 +10,9 @@ inside one ``jax.lax.while_loop``:
    interpolation of the last three points, else of a quadratic one, else the
    midpoint, until a trial is acceptable.
 
-Every trial evaluates the value and the gradient of the objective. When the
+Every trial evaluates the value and the gradient of the objective once (the
+phase only selects which step is tried, so under ``jax.vmap`` a batch of
+searches still evaluates the objective once per iteration). When the
 search runs out of trials it returns the best step found with sufficient
 decrease, if any. Extra arguments, dtypes and the reuse of ``value``/``grad``
 through :func:`jopt.value_and_grad_from_state` are as described in
@@ -200,41 +202,40 @@ def _inside(x: Array, left: Array, right: Array, margin: Array) -> Array:
 # --------------------------------------------------------------------------- the two phases
 
 
-def _bracket(crit: _Criteria, line: _Line, s: _Search) -> _Search:
-    """Phase 1: try a larger step until the new point closes an interval (or is acceptable)."""
-    stepsize = jnp.where(s.count == 0, line.guess, crit.increase_factor * s.stepsize)
-    if crit.max_stepsize is None:
-        at_max = jnp.asarray(False)
-    else:
-        at_max = stepsize >= crit.max_stepsize
-        stepsize = jnp.minimum(stepsize, crit.max_stepsize)
+class _Trial(NamedTuple):
+    """One evaluated trial step."""
+
+    stepsize: Array
+    value: Array
+    grad: PyTree
+    slope: Array
+    decrease_error: Array
+    curvature_error: Array
+
+
+def _evaluate(crit: _Criteria, line: _Line, stepsize: Array) -> _Trial:
     value, grad, slope = _probe(line, stepsize)
     dec = _decrease_error(crit, line, stepsize, value, slope)
-    curv = _curvature_error(crit, line, slope)
-    acceptable = jnp.maximum(dec, curv) <= crit.tol
-    safe = tree_select(dec <= crit.tol, (stepsize, value, grad), (s.safe_stepsize, s.safe_value, s.safe_grad))
-    # The new point closes the interval as its far end (too high a value) or its near end (slope >= 0).
-    new_is_high = (dec > 0.0) | ((value >= s.value) & (s.count > 0))
-    new_is_low = (slope >= 0.0) & ~new_is_high
-    new, prev = (stepsize, value, slope), (s.stepsize, s.value, s.slope)
-    low, high = tree_select(new_is_low, (new, prev), (prev, new))
-    found = new_is_high | new_is_low | acceptable
-    # At the largest allowed step with no interval, a larger one cannot be tried: stop there.
-    done = acceptable | (at_max & ~found)
-    failed = (s.count + 1 >= crit.max_steps) & ~done
-    out = _Search(
-        safe_increment(s.count), stepsize, value, grad, slope, dec, curv, found, done, failed,
-        *low, *high, low[0], low[1], *safe,
-    )  # fmt: skip
-    return tree_cast_like(out, s)
+    return _Trial(stepsize, value, grad, slope, dec, _curvature_error(crit, line, slope))
 
 
-def _zoom(crit: _Criteria, line: _Line, s: _Search) -> _Search:
-    """Phase 2: try an interpolated point inside the interval and shrink the interval around it."""
+def _grown_step(crit: _Criteria, line: _Line, s: _Search) -> tuple[Array, Array]:
+    """Phase 1's next trial: the guess, then larger steps; and whether the cap is reached."""
+    stepsize = jnp.where(s.count == 0, line.guess, crit.increase_factor * s.stepsize)
+    if crit.max_stepsize is None:
+        return stepsize, jnp.asarray(False)
+    return jnp.minimum(stepsize, crit.max_stepsize), stepsize >= crit.max_stepsize
+
+
+def _interpolated_step(crit: _Criteria, s: _Search) -> tuple[Array, Array]:
+    """Phase 2's next trial: cubic, else quadratic interpolant's minimiser, else the midpoint.
+
+    An interpolant's minimiser is used only well inside the interval (20% and 10%
+    margins). Also returns whether the interval is narrower than the threshold.
+    """
     low, high = s.low, s.high
     width = jnp.abs(high - low)
     left, right = jnp.minimum(high, low), jnp.maximum(high, low)
-    too_small = width <= crit.interval_threshold
     cubic = _cubic_minimizer(
         low, s.value_low, s.slope_low, high, s.value_high, s.cubic_ref, s.value_cubic_ref
     )
@@ -242,26 +243,53 @@ def _zoom(crit: _Criteria, line: _Line, s: _Search) -> _Search:
     quadratic = _quadratic_minimizer(low, s.value_low, s.slope_low, high, s.value_high)
     use_quadratic = ~use_cubic & _inside(quadratic, left, right, 0.1 * width)
     middle = jnp.where(use_cubic, cubic, jnp.where(use_quadratic, quadratic, (low + high) / 2.0))
+    return middle, width <= crit.interval_threshold
 
-    value, grad, slope = _probe(line, middle)
-    dec = _decrease_error(crit, line, middle, value, slope)
-    curv = _curvature_error(crit, line, slope)
-    done = jnp.maximum(dec, curv) <= crit.tol
-    better = (dec <= crit.tol) & (value < s.safe_value)
-    safe = tree_select(better, (middle, value, grad), (s.safe_stepsize, s.safe_value, s.safe_grad))
 
-    mid, lo, hi = (middle, value, slope), (low, s.value_low, s.slope_low), (high, s.value_high, s.slope_high)
-    high_to_middle = (dec > 0.0) | (value >= s.value_low)
-    high_to_low = (slope * (high - low) >= 0.0) & ~high_to_middle
+def _after_growth(crit: _Criteria, s: _Search, t: _Trial, at_max: Array) -> _Search:
+    """Phase 1 bookkeeping: does the trial close an interval, or is it acceptable?"""
+    acceptable = jnp.maximum(t.decrease_error, t.curvature_error) <= crit.tol
+    safe = tree_select(
+        t.decrease_error <= crit.tol,
+        (t.stepsize, t.value, t.grad),
+        (s.safe_stepsize, s.safe_value, s.safe_grad),
+    )
+    # The trial closes the interval as its far end (too high a value) or its near end (slope >= 0).
+    new_is_high = (t.decrease_error > 0.0) | ((t.value >= s.value) & (s.count > 0))
+    new_is_low = (t.slope >= 0.0) & ~new_is_high
+    new, prev = (t.stepsize, t.value, t.slope), (s.stepsize, s.value, s.slope)
+    low, high = tree_select(new_is_low, (new, prev), (prev, new))
+    found = new_is_high | new_is_low | acceptable
+    # At the largest allowed step with no interval, a larger one cannot be tried: stop there.
+    done = acceptable | (at_max & ~found)
+    failed = (s.count + 1 >= crit.max_steps) & ~done
+    out = _Search(
+        safe_increment(s.count), *t, found, done, failed, *low, *high, low[0], low[1], *safe,
+    )  # fmt: skip
+    return tree_cast_like(out, s)
+
+
+def _after_zoom(crit: _Criteria, s: _Search, t: _Trial, too_small: Array) -> _Search:
+    """Phase 2 bookkeeping: shrink the interval around the trial, unless it is acceptable."""
+    done = jnp.maximum(t.decrease_error, t.curvature_error) <= crit.tol
+    better = (t.decrease_error <= crit.tol) & (t.value < s.safe_value)
+    safe = tree_select(better, (t.stepsize, t.value, t.grad), (s.safe_stepsize, s.safe_value, s.safe_grad))
+    mid, lo, hi = (
+        (t.stepsize, t.value, t.slope),
+        (s.low, s.value_low, s.slope_low),
+        (s.high, s.value_high, s.slope_high),
+    )
+    high_to_middle = (t.decrease_error > 0.0) | (t.value >= s.value_low)
+    high_to_low = (t.slope * (s.high - s.low) >= 0.0) & ~high_to_middle
     new_high = tree_select(high_to_middle, mid, tree_select(high_to_low, lo, hi))
     new_low = tree_select(high_to_middle, lo, mid)
     # The end that was replaced becomes the third point of the next cubic.
-    ref = tree_select(high_to_middle | high_to_low, (high, s.value_high), (low, s.value_low))
+    ref = tree_select(high_to_middle | high_to_low, hi[:2], lo[:2])
     # Stop on the trial budget, or on a tiny interval once some step decreases enough.
     out_of_room = (s.count + 1 >= crit.max_steps) | (too_small & (safe[0] > 0.0))
     out = _Search(
-        safe_increment(s.count), middle, value, grad, slope, dec, curv, s.interval_found, done,
-        out_of_room & ~done, *new_low, *new_high, *ref, *safe,
+        safe_increment(s.count), *t, s.interval_found, done, out_of_room & ~done,
+        *new_low, *new_high, *ref, *safe,
     )  # fmt: skip
     return tree_cast_like(out, s)
 
@@ -276,7 +304,13 @@ def _fall_back(s: _Search) -> _Search:
 
 
 def _zoom_search(crit: _Criteria, line: _Line, grad: PyTree, dtype: Any) -> _Search:
-    """Run both phases to the end; ``dtype`` is the dtype of the trial step."""
+    """Run both phases to the end; ``dtype`` is the dtype of the trial step.
+
+    Each iteration evaluates the objective once: the phase only selects which
+    trial step is evaluated and how the result is booked (``jnp.where``, not
+    ``lax.cond``), so under ``jax.vmap`` a batch of searches still costs one
+    evaluation per iteration, and the objective is compiled once.
+    """
     default = hyperparam_dtype()
     zero, inf, false = jnp.zeros((), default), jnp.asarray(jnp.inf, default), jnp.asarray(False)
     first = _Search(
@@ -287,9 +321,12 @@ def _zoom_search(crit: _Criteria, line: _Line, grad: PyTree, dtype: Any) -> _Sea
     )  # fmt: skip
 
     def one_trial(s):
-        zoom, bracket = (lambda s: _zoom(crit, line, s)), (lambda s: _bracket(crit, line, s))
-        s = jax.lax.cond(s.interval_found, zoom, bracket, s)
-        return jax.lax.cond(s.failed, _fall_back, lambda s: s, s)
+        zooming = s.interval_found
+        grown, at_max = _grown_step(crit, line, s)
+        middle, too_small = _interpolated_step(crit, s)
+        t = _evaluate(crit, line, jnp.where(zooming, middle, grown))
+        s = tree_select(zooming, _after_zoom(crit, s, t, too_small), _after_growth(crit, s, t, at_max))
+        return tree_select(s.failed, _fall_back(s), s)
 
     return jax.lax.while_loop(lambda s: ~(s.done | s.failed), one_trial, first)
 
