@@ -18,6 +18,22 @@ from jopt.precision import (  # noqa: F401
     unscale_grads,
 )
 from jopt.schedules.plateau import reduce_on_plateau, scale_by_plateau  # noqa: F401
+from jopt.schedules import (  # noqa: F401  (optax's schedules, as optax.<name>)
+    constant_schedule,
+    cosine_decay_schedule,
+    cosine_onecycle_schedule,
+    exponential_decay,
+    join_schedules,
+    linear_onecycle_schedule,
+    linear_schedule,
+    piecewise_constant_schedule,
+    piecewise_interpolate_schedule,
+    polynomial_schedule,
+    sgdr_schedule,
+    warmup_constant_schedule,
+    warmup_cosine_decay_schedule,
+    warmup_exponential_decay_schedule,
+)
 from jopt.transforms import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

@@ -53,7 +53,9 @@ def np_plateau(
         avg = F32((F32(count) * avg + F32(loss)) / F32(count + 1))
         count += 1
         if count >= accumulation_size:
-            if avg < F32(1 - F32(rtol)) * best - F32(atol):
+            # best - rtol * |best| - atol, in optax's arithmetic (1 -/+ rtol in double precision)
+            shrunk = F32(1 - rtol) * best if best >= 0 else F32(1 + rtol) * best
+            if avg < shrunk - F32(atol):
                 best, plateau = avg, 0
             else:
                 plateau += 1
@@ -80,14 +82,52 @@ CONFIGS = [
 def test_scale_by_plateau_matches_optax_state_at_every_step(cfg):
     ours, our_updates = jax.jit(lambda: run(scale_by_plateau(**cfg)))()
     theirs, their_updates = jax.jit(lambda: run(optax.contrib.reduce_on_plateau(**cfg)))()
-    for field in FIELDS:
-        np.testing.assert_allclose(getattr(ours, field), getattr(theirs, field), rtol=1e-6, err_msg=field)
+    for field in FIELDS:  # optax's bits (positive losses: the same threshold arithmetic)
+        np.testing.assert_array_equal(getattr(ours, field), getattr(theirs, field), err_msg=field)
     for ours_u, theirs_u in zip(jax.tree.leaves(our_updates), jax.tree.leaves(their_updates), strict=True):
-        np.testing.assert_allclose(ours_u, theirs_u, rtol=1e-6)
+        np.testing.assert_array_equal(ours_u, theirs_u)
     # The loss sequence really exercises the rule: the scale was reduced at least twice.
     assert len(np.unique(np.asarray(ours.scale))) >= 3
     np.testing.assert_allclose(ours.scale, np_plateau(LOSSES, **cfg), rtol=1e-6)
     np.testing.assert_array_equal(ours.hyperparams["plateau_scale"], ours.scale)
+
+
+@pytest.mark.parametrize("make", [scale_by_plateau, lambda **kw: reduce_on_plateau(1.0, **kw)])
+def test_loss_stuck_at_a_negative_value_is_a_plateau(make):
+    """A loss stuck at -1 is a plateau exactly like one stuck at +1 (the relative test uses |best|).
+
+    optax's threshold (1 - rtol) * best lies above a negative best, so there a constant -1 counts
+    as an improvement every time and the scale never drops.
+    """
+    cfg = dict(factor=0.5, patience=2, rtol=1e-4)
+    if make is scale_by_plateau:
+        tx = scale_by_plateau(**cfg)
+    else:
+        tx = jopt.scale_by_learning_rate(make(**cfg))
+    stuck = np.ones(9, F32)
+    scales = {}
+    for sign in (1.0, -1.0):
+        states, updates = jax.jit(lambda losses: run(tx, losses))(sign * stuck)
+        scales[sign] = np.abs(np.asarray(updates["w"][:, 0])) / 2.0  # |update| = 2 * scale (* lr = 1)
+        if make is scale_by_plateau:
+            np.testing.assert_array_equal(states.best_value[-1], sign)
+    np.testing.assert_array_equal(scales[-1.0], scales[1.0])
+    np.testing.assert_array_equal(scales[-1.0], [1, 1, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125, 0.0625])
+
+
+@pytest.mark.parametrize("shift", [-1.0, -0.35])
+def test_negative_and_sign_changing_losses_follow_the_relative_rule(shift):
+    """Improvements are measured relative to |best| on both sides of zero."""
+    cfg = dict(factor=0.5, patience=2, rtol=0.01, atol=0.0)
+    losses = (LOSSES + shift).astype(F32)  # all negative, or crossing zero
+    states, _ = jax.jit(lambda: run(scale_by_plateau(**cfg), losses))()
+    np.testing.assert_array_equal(states.scale, np_plateau(losses, **cfg))
+    assert len(np.unique(np.asarray(states.scale))) >= 3
+    # steady relative improvements larger than rtol are never a plateau, small ones always are
+    for step, expect_reduced in ((0.02, False), (0.002, True)):
+        declining = -(1.0 + step) ** np.arange(12, dtype=np.float64)
+        states, _ = jax.jit(lambda d=declining: run(scale_by_plateau(**cfg), d.astype(F32)))()
+        assert (float(states.scale[-1]) < 1.0) == expect_reduced, step
 
 
 @pytest.mark.parametrize("cfg", CONFIGS[:4], ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
@@ -216,7 +256,8 @@ def test_missing_value_raises_type_error_naming_value():
     opt = jopt.adam(reduce_on_plateau(1e-3))
     with pytest.raises(TypeError, match="`value`"):
         opt.update(GRADS, opt.init(PARAMS), PARAMS)
-    with pytest.raises(TypeError, match="did you mean 'value'"):
+    # a misspelt extra argument is passed on (as optax does) with a warning; `value` is still missing
+    with pytest.warns(UserWarning, match="did you mean 'value'"), pytest.raises(TypeError, match="`value`"):
         tx.update(GRADS, state, PARAMS, valeu=1.0)
 
 

@@ -1,10 +1,11 @@
-r"""Cosine, warmup, warmup-stable-decay, one-cycle and warm-restart schedules.
+r"""Cyclic schedules: one-cycle (cosine and linear) and SGDR / cosine with warm restarts.
 
-Same rules as :mod:`jopt.schedules.basic`: every numeric argument (values,
-step counts, ``alpha``, ``exponent``, ``pct_start``, ``cycle_mult``, ...) may be
-a Python number, a concrete array or a traced value; concrete arguments are
-validated when the schedule is built, traced ones are not. Strings and lists of
-schedules are structural. Outputs have the hyperparameter dtype (float32).
+``cosine_onecycle_schedule``, ``linear_onecycle_schedule`` and ``sgdr_schedule``
+have optax's arguments and compute optax's float32 values bit for bit for
+Python-number arguments (``one_cycle`` and ``sgdr`` are jopt's names for the
+same functions). The rules of :mod:`jopt.schedules.basic` apply: every numeric
+argument may be traced (optax's one-cycle schedules need Python numbers to
+build their ``{boundary: scale}`` dict), concrete ones are validated.
 """
 
 from __future__ import annotations
@@ -14,284 +15,73 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jopt.hyperparams import Scalar, Schedule, check_hyperparam, is_concrete
+from jopt.hyperparams import Scalar, Schedule, check_hyperparam
 from jopt.schedules.basic import (
+    _arg,
     _cosine_weight,
     _floor_div,
     _fraction,
     _interp,
+    _is_static,
+    _join,
     _num,
     _out,
     _safe_div,
     _step,
-    join,
 )
+from jopt.schedules.piecewise import _merge_repeated, _piecewise_interpolate
+from jopt.schedules.warmup import _check_le, warmup_cosine_decay_schedule
 
 Array = jax.Array
 
 __all__ = [
-    "cosine_decay",
+    "cosine_onecycle_schedule",
     "cosine_with_warm_restarts",
+    "linear_onecycle_schedule",
     "one_cycle",
     "sgdr",
-    "warmup_cosine_decay",
-    "warmup_linear_decay",
-    "warmup_stable_decay",
+    "sgdr_schedule",
 ]
 
 
-def _check_le(a: Any, name_a: str, b: Any, name_b: str, owner: str, why: str = "") -> None:
-    """Concrete ``a <= b`` or ValueError naming both arguments."""
-    if is_concrete(a) and is_concrete(b) and np.any(np.asarray(a, np.float64) > np.asarray(b, np.float64)):
-        raise ValueError(f"{owner}: {name_a} must be <= {name_b}{why}, got {name_a}={a}, {name_b}={b}")
+def _onecycle_step(pct: Any, transition_steps: Any) -> Any:
+    """optax's ``int(pct * transition_steps)``: in Python for Python numbers, else truncated in float."""
+    if _is_static(pct) and _is_static(transition_steps):
+        return int(pct * transition_steps)
+    return jnp.trunc(_arg(pct) * _arg(transition_steps))
 
 
-def cosine_decay(
-    init_value: Scalar,
-    decay_steps: Scalar,
-    alpha: Scalar = 0.0,
-    exponent: Scalar = 1.0,
-) -> Schedule:
-    r"""Cosine decay from ``init_value`` to ``alpha * init_value`` (``optax.cosine_decay_schedule``).
-
-    .. math::
-      v_t = I \left[\alpha + (1 - \alpha)
-        \left(\tfrac12 \left(1 + \cos \frac{\pi \min(t, T)}{T}\right)\right)^{p}\right]
-
-    Args:
-      init_value: :math:`I`.
-      decay_steps: :math:`T > 0`.
-      alpha: final multiplier :math:`\alpha \in [0, 1]`.
-      exponent: :math:`p > 0`.
-
-    Example:
-      >>> import jopt
-      >>> sched = jopt.schedules.cosine_decay(1.0, decay_steps=100, alpha=0.1)
-      >>> [round(float(sched(t)), 4) for t in (0, 50, 100, 200)]
-      [1.0, 0.55, 0.1, 0.1]
-    """
-    owner = "cosine_decay"
-    check_hyperparam(init_value, "init_value", owner=owner)
-    check_hyperparam(decay_steps, "decay_steps", low=0.0, low_open=True, owner=owner)
-    check_hyperparam(alpha, "alpha", low=0.0, high=1.0, owner=owner)
-    check_hyperparam(exponent, "exponent", low=0.0, low_open=True, owner=owner)
-
-    def schedule(count):
-        t = _step(count)
-        init = _num(init_value)
-        p = _fraction(t, 0.0, _num(decay_steps))
-        weight = _cosine_weight(p) ** _num(exponent)
-        return _out(_interp(_num(alpha) * init, init, weight), t)
-
-    return schedule
-
-
-def _warmup_then(init, peak, warmup, t, decayed):
-    """Linear warmup from ``init`` to ``peak`` over ``warmup`` steps, then ``decayed``."""
-    warm = _interp(init, peak, _fraction(t, 0.0, warmup))
-    return jnp.where(t < warmup, warm, decayed)
-
-
-def _check_warmup(owner, init_value, peak_value, warmup_steps, decay_steps, end_value):
-    check_hyperparam(init_value, "init_value", owner=owner)
+def _check_onecycle(owner, transition_steps, peak_value, pct_start, div_factor, final_div_factor):
+    check_hyperparam(transition_steps, "transition_steps", low=0.0, low_open=True, owner=owner)
     check_hyperparam(peak_value, "peak_value", owner=owner)
-    check_hyperparam(end_value, "end_value", owner=owner)
-    check_hyperparam(warmup_steps, "warmup_steps", low=0.0, owner=owner)
-    check_hyperparam(decay_steps, "decay_steps", low=0.0, low_open=True, owner=owner)
-    _check_le(
-        warmup_steps, "warmup_steps", decay_steps, "decay_steps", owner, " (decay_steps includes the warmup)"
-    )
+    check_hyperparam(pct_start, "pct_start", low=0.0, high=1.0, owner=owner)
+    check_hyperparam(div_factor, "div_factor", low=0.0, low_open=True, owner=owner)
+    check_hyperparam(final_div_factor, "final_div_factor", low=0.0, low_open=True, owner=owner)
 
 
-def warmup_cosine_decay(
-    init_value: Scalar,
-    peak_value: Scalar,
-    warmup_steps: Scalar,
-    decay_steps: Scalar,
-    end_value: Scalar = 0.0,
-    exponent: Scalar = 1.0,
-) -> Schedule:
-    r"""Linear warmup, then cosine decay (``optax.warmup_cosine_decay_schedule``).
-
-    .. math::
-      v_t = \begin{cases}
-        I + (P - I)\,\frac{t}{W}, & t < W \\
-        E + (P - E) \left(\tfrac12 \left(1 + \cos \pi q_t\right)\right)^{p},
-          \quad q_t = \mathrm{clip}\!\left(\frac{t - W}{T - W}, 0, 1\right), & t \ge W
-      \end{cases}
-
-    ``decay_steps`` :math:`T` is the total length, warmup included (as optax).
-    Unlike optax, every argument may be traced, e.g. vmapped over ``warmup_steps``.
-    (For ``peak_value == 0`` optax returns 0 after the warmup whatever
-    ``end_value`` is; here the decay still ends at ``end_value``.)
-
-    Args:
-      init_value: :math:`I`, value at step 0.
-      peak_value: :math:`P`, value at the end of the warmup.
-      warmup_steps: :math:`W \ge 0`.
-      decay_steps: :math:`T > 0` with :math:`W \le T` (for :math:`W = T` the value
-        drops to :math:`E` at step :math:`T`).
-      end_value: :math:`E`, value from step :math:`T` on.
-      exponent: :math:`p > 0`.
-
-    Example:
-      >>> import jopt
-      >>> sched = jopt.schedules.warmup_cosine_decay(0.0, 1.0, warmup_steps=10, decay_steps=110)
-      >>> [round(float(sched(t)), 4) for t in (0, 5, 10, 60, 110)]
-      [0.0, 0.5, 1.0, 0.5, 0.0]
-    """
-    owner = "warmup_cosine_decay"
-    _check_warmup(owner, init_value, peak_value, warmup_steps, decay_steps, end_value)
-    check_hyperparam(exponent, "exponent", low=0.0, low_open=True, owner=owner)
-
-    def schedule(count):
-        t = _step(count)
-        warmup, peak = _num(warmup_steps), _num(peak_value)
-        q = _fraction(t, warmup, _num(decay_steps) - warmup)
-        decayed = _interp(_num(end_value), peak, _cosine_weight(q) ** _num(exponent))
-        return _out(_warmup_then(_num(init_value), peak, warmup, t, decayed), t)
-
-    return schedule
-
-
-def warmup_linear_decay(
-    init_value: Scalar,
-    peak_value: Scalar,
-    warmup_steps: Scalar,
-    decay_steps: Scalar,
-    end_value: Scalar = 0.0,
-) -> Schedule:
-    r"""Linear warmup, then linear decay; ``decay_steps`` includes the warmup.
-
-    .. math::
-      v_t = \begin{cases}
-        I + (P - I)\,\frac{t}{W}, & t < W \\
-        P + (E - P)\,\mathrm{clip}\!\left(\frac{t - W}{T - W}, 0, 1\right), & t \ge W
-      \end{cases}
-
-    Args:
-      init_value: :math:`I`.
-      peak_value: :math:`P`.
-      warmup_steps: :math:`W \ge 0`.
-      decay_steps: total length :math:`T > 0`, :math:`W \le T`.
-      end_value: :math:`E`.
-
-    Example:
-      >>> import jopt
-      >>> sched = jopt.schedules.warmup_linear_decay(0.0, 1.0, warmup_steps=10, decay_steps=20)
-      >>> [float(sched(t)) for t in (0, 5, 10, 15, 20, 30)]
-      [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
-    """
-    owner = "warmup_linear_decay"
-    _check_warmup(owner, init_value, peak_value, warmup_steps, decay_steps, end_value)
-
-    def schedule(count):
-        t = _step(count)
-        warmup, peak = _num(warmup_steps), _num(peak_value)
-        q = _fraction(t, warmup, _num(decay_steps) - warmup)
-        decayed = _interp(peak, _num(end_value), q)
-        return _out(_warmup_then(_num(init_value), peak, warmup, t, decayed), t)
-
-    return schedule
-
-
-_WSD_DECAYS = ("linear", "cosine", "sqrt")
-
-
-def warmup_stable_decay(
-    peak_value: Scalar,
-    warmup_steps: Scalar,
-    stable_steps: Scalar,
-    decay_steps: Scalar,
-    init_value: Scalar = 0.0,
-    end_value: Scalar = 0.0,
-    decay: str = "linear",
-) -> Schedule:
-    r"""Warmup-stable-decay (WSD, "trapezoidal") schedule.
-
-    Linear warmup to ``peak_value`` over :math:`W` steps, constant for :math:`S`
-    steps, then a cooldown to ``end_value`` over :math:`D` steps:
-
-    .. math::
-      v_t = \begin{cases}
-        I + (P - I)\,\frac{t}{W}, & t < W \\
-        P, & W \le t < W + S \\
-        E + (P - E)\, w(q_t), \quad q_t = \mathrm{clip}\!\left(\frac{t - W - S}{D}, 0, 1\right),
-          & t \ge W + S
-      \end{cases}
-
-    with :math:`w(q) = 1 - q` (``"linear"``), :math:`\tfrac12 (1 + \cos \pi q)`
-    (``"cosine"``) or :math:`1 - \sqrt{q}` (``"sqrt"``, the "1-sqrt" cooldown of
-    Hägele et al., 2024). The total length is :math:`W + S + D`.
-
-    Args:
-      peak_value: :math:`P`.
-      warmup_steps: :math:`W \ge 0`.
-      stable_steps: :math:`S \ge 0`.
-      decay_steps: :math:`D \ge 0` (length of the cooldown alone; 0 drops to
-        :math:`E` at step :math:`W + S`).
-      init_value: :math:`I`.
-      end_value: :math:`E`.
-      decay: cooldown shape, one of ``"linear"``, ``"cosine"``, ``"sqrt"`` (structural).
-
-    Example:
-      >>> import jopt
-      >>> sched = jopt.schedules.warmup_stable_decay(1.0, 10, 20, 10)
-      >>> [float(sched(t)) for t in (0, 5, 10, 29, 30, 35, 40)]
-      [0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0]
-    """
-    owner = "warmup_stable_decay"
-    if decay not in _WSD_DECAYS:
-        raise ValueError(f"{owner}: decay must be one of {_WSD_DECAYS}, got {decay!r}")
-    check_hyperparam(peak_value, "peak_value", owner=owner)
-    check_hyperparam(init_value, "init_value", owner=owner)
-    check_hyperparam(end_value, "end_value", owner=owner)
-    check_hyperparam(warmup_steps, "warmup_steps", low=0.0, owner=owner)
-    check_hyperparam(stable_steps, "stable_steps", low=0.0, owner=owner)
-    check_hyperparam(decay_steps, "decay_steps", low=0.0, owner=owner)
-
-    def schedule(count):
-        t = _step(count)
-        warmup, peak = _num(warmup_steps), _num(peak_value)
-        decay_begin = warmup + _num(stable_steps)
-        q = _fraction(t, decay_begin, _num(decay_steps))
-        if decay == "linear":
-            weight = 1.0 - q
-        elif decay == "cosine":
-            weight = _cosine_weight(q)
-        else:
-            weight = 1.0 - jnp.sqrt(q)
-        decayed = jnp.where(t < decay_begin, peak, _interp(_num(end_value), peak, weight))
-        return _out(_warmup_then(_num(init_value), peak, warmup, t, decayed), t)
-
-    return schedule
-
-
-def one_cycle(
+def cosine_onecycle_schedule(
     transition_steps: Scalar,
     peak_value: Scalar,
     pct_start: Scalar = 0.3,
     div_factor: Scalar = 25.0,
     final_div_factor: Scalar = 1e4,
 ) -> Schedule:
-    r"""One-cycle schedule with cosine phases (``optax.cosine_onecycle_schedule``).
+    r"""One-cycle schedule with cosine phases (as ``optax.cosine_onecycle_schedule``).
 
-    With :math:`v_0 = P / d`, :math:`v_\infty = v_0 / f` and the peak at
-    :math:`b = \lfloor \rho\, T \rfloor`:
+    :func:`jopt.schedules.piecewise_interpolate_schedule` (cosine) from
+    :math:`v_0 = P / d` with the scales :math:`\{b: d,\ T: 1/(d f)\}`,
+    :math:`b = \lfloor \rho T \rfloor`: up from :math:`v_0` to :math:`v_0 d \approx P`
+    on :math:`[0, b)`, down to :math:`v_0 / f` on :math:`[b, T)`, then constant:
 
     .. math::
-      v_t = \begin{cases}
-        P + (v_0 - P)\, c\!\left(\frac{t}{\max(b, 1)}\right), & t < b \\
-        v_\infty + (P - v_\infty)\, c\!\left(\frac{t - b}{\max(T - b, 1)}\right), & b \le t < T \\
-        v_\infty, & t \ge T
-      \end{cases}
-      \qquad c(q) = \tfrac12 (1 + \cos \pi q)
+      v_t = y_i + \tfrac{y_{i-1} - y_i}{2}\left(\cos \pi q + 1\right), \qquad
+      (y_0, y_1, y_2) = (v_0,\ v_0 d,\ v_0 d / (d f))
 
-    :math:`b` is computed in the hyperparameter dtype (float32), which can differ
-    by one step from optax's float64 ``int(pct_start * transition_steps)`` when
-    the product is within float32 rounding of an integer.
+    As optax, :math:`b = T` (``pct_start=1``) merges the two boundaries (the
+    second scale wins). With traced arguments :math:`b` is truncated in float32,
+    which can differ by one step from Python's ``int(pct_start * transition_steps)``
+    when the product is within float32 rounding of an integer. Alias: :func:`one_cycle`.
 
     Args:
       transition_steps: :math:`T > 0`.
@@ -302,28 +92,65 @@ def one_cycle(
 
     Example:
       >>> import jopt
-      >>> sched = jopt.schedules.one_cycle(100, 1.0, pct_start=0.3, div_factor=10, final_div_factor=100)
+      >>> sched = jopt.schedules.cosine_onecycle_schedule(100, 1.0, 0.3, div_factor=10, final_div_factor=100)
       >>> [round(float(sched(t)), 4) for t in (0, 30, 100)]
       [0.1, 1.0, 0.001]
     """
-    owner = "one_cycle"
-    check_hyperparam(transition_steps, "transition_steps", low=0.0, low_open=True, owner=owner)
-    check_hyperparam(peak_value, "peak_value", owner=owner)
-    check_hyperparam(pct_start, "pct_start", low=0.0, high=1.0, owner=owner)
-    check_hyperparam(div_factor, "div_factor", low=0.0, low_open=True, owner=owner)
-    check_hyperparam(final_div_factor, "final_div_factor", low=0.0, low_open=True, owner=owner)
+    owner = "cosine_onecycle_schedule"
+    _check_onecycle(owner, transition_steps, peak_value, pct_start, div_factor, final_div_factor)
+    peak, div, final = _arg(peak_value), _arg(div_factor), _arg(final_div_factor)
+    steps = _arg(transition_steps)
+    last = int(steps) if _is_static(steps) else jnp.trunc(steps)
+    boundaries, scales = _merge_repeated([_onecycle_step(pct_start, steps), last], [div, 1.0 / (div * final)])
+    return _piecewise_interpolate("cosine", peak / div, boundaries, scales)
 
-    def schedule(count):
-        t = _step(count)
-        total, peak = _num(transition_steps), _num(peak_value)
-        first = peak / _num(div_factor)
-        last = first / _num(final_div_factor)
-        b = jnp.floor(_num(pct_start) * total)
-        up = _interp(peak, first, _cosine_weight(_fraction(t, 0.0, jnp.maximum(b, 1.0))))
-        down = _interp(last, peak, _cosine_weight(_fraction(t, b, jnp.maximum(total - b, 1.0))))
-        return _out(jnp.where(t < b, up, jnp.where(t < total, down, last)), t)
 
-    return schedule
+def linear_onecycle_schedule(
+    transition_steps: Scalar,
+    peak_value: Scalar,
+    pct_start: Scalar = 0.3,
+    pct_final: Scalar = 0.85,
+    div_factor: Scalar = 25.0,
+    final_div_factor: Scalar = 1e4,
+) -> Schedule:
+    r"""One-cycle schedule with linear phases (as ``optax.linear_onecycle_schedule``).
+
+    :func:`jopt.schedules.piecewise_interpolate_schedule` (linear) from
+    :math:`v_0 = P / d` with the scales
+    :math:`\{\lfloor \rho_s T \rfloor: d,\ \lfloor \rho_f T \rfloor: 1/d,\ T: 1/f\}`:
+    up to :math:`\approx P` at :math:`\lfloor \rho_s T \rfloor`, back to :math:`\approx v_0`
+    at :math:`\lfloor \rho_f T \rfloor`, down to :math:`\approx v_0 / f` at :math:`T`:
+
+    .. math::
+      v_t = (y_i - y_{i-1})\, q + y_{i-1}, \qquad
+      (y_0, \dots, y_3) = (v_0,\ v_0 d,\ v_0 d / d,\ v_0 d / (d f))
+
+    on each piece (:math:`q` the fraction of the piece elapsed). Coinciding
+    boundaries merge as optax's dict does (the later scale wins).
+
+    Args:
+      transition_steps: :math:`T > 0`.
+      peak_value: :math:`P`.
+      pct_start: :math:`\rho_s \in [0, 1]`, where the peak is reached.
+      pct_final: :math:`\rho_f \in [\rho_s, 1]`, where the value is back at :math:`v_0`.
+      div_factor: :math:`d > 0`.
+      final_div_factor: :math:`f > 0`.
+
+    Example:
+      >>> import jopt
+      >>> sched = jopt.schedules.linear_onecycle_schedule(10, 1000, 0.3, 0.7, 10.0, 100.0)
+      >>> [round(float(sched(t)), 3) for t in (0, 3, 5, 7, 10)]
+      [100.0, 1000.0, 550.0, 100.0, 1.0]
+    """
+    owner = "linear_onecycle_schedule"
+    _check_onecycle(owner, transition_steps, peak_value, pct_start, div_factor, final_div_factor)
+    check_hyperparam(pct_final, "pct_final", low=0.0, high=1.0, owner=owner)
+    _check_le(pct_start, "pct_start", pct_final, "pct_final", owner)
+    peak, div, final = _arg(peak_value), _arg(div_factor), _arg(final_div_factor)
+    steps = _arg(transition_steps)
+    keys = [_onecycle_step(pct_start, steps), _onecycle_step(pct_final, steps), steps]
+    boundaries, scales = _merge_repeated(keys, [div, 1.0 / div, 1.0 / final])
+    return _piecewise_interpolate("linear", peak / div, boundaries, scales)
 
 
 def cosine_with_warm_restarts(
@@ -392,31 +219,39 @@ def cosine_with_warm_restarts(
     return schedule
 
 
-def sgdr(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
-    r"""SGDR as a list of warmup-cosine cycles (``optax.sgdr_schedule``).
+def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
+    r"""SGDR as a list of warmup-cosine cycles (as ``optax.sgdr_schedule``).
 
-    Cycle :math:`k` is ``warmup_cosine_decay(**cosine_kwargs[k])``, started at
-    :math:`\sum_{j<k} T_j` where :math:`T_j` is cycle :math:`j`'s ``decay_steps``:
+    Cycle :math:`k` is ``warmup_cosine_decay_schedule(**cosine_kwargs[k])``,
+    started at :math:`\sum_{j<k} T_j` where :math:`T_j` is cycle :math:`j`'s
+    ``decay_steps``:
 
     .. math:: v_t = f_k\!\left(t - \textstyle\sum_{j<k} T_j\right)
 
     The number of cycles is structural; every value in the dicts may be traced.
+    Alias: :func:`sgdr`.
 
     Args:
-      cosine_kwargs: one dict of :func:`warmup_cosine_decay` arguments per cycle.
+      cosine_kwargs: one dict of :func:`jopt.schedules.warmup_cosine_decay_schedule`
+        arguments per cycle.
 
     Example:
       >>> import jopt
       >>> cycle = dict(init_value=0.0, peak_value=1.0, warmup_steps=2, decay_steps=10)
-      >>> sched = jopt.schedules.sgdr([cycle, cycle])
+      >>> sched = jopt.schedules.sgdr_schedule([cycle, cycle])
       >>> [round(float(sched(t)), 4) for t in (0, 2, 10, 11, 12)]
       [0.0, 1.0, 0.0, 0.5, 1.0]
     """
     schedules, boundaries, total = [], [], 0
     for kwargs in cosine_kwargs:
-        schedules.append(warmup_cosine_decay(**kwargs))
-        total = total + kwargs["decay_steps"]
+        schedules.append(warmup_cosine_decay_schedule(**kwargs))
+        total = total + _arg(kwargs["decay_steps"])
         boundaries.append(total)
     if not schedules:
-        raise ValueError("sgdr: cosine_kwargs must hold at least one cycle")
-    return join(schedules, boundaries[:-1])
+        raise ValueError("sgdr_schedule: cosine_kwargs must hold at least one cycle")
+    return _join(schedules, boundaries[:-1])
+
+
+# jopt's names for the same schedules.
+one_cycle = cosine_onecycle_schedule
+sgdr = sgdr_schedule

@@ -2,14 +2,21 @@ r"""Reduce-on-plateau: a loss-driven learning-rate scale.
 
 The loss (or a validation metric) is averaged over ``accumulation_size`` calls;
 each time an average is complete it is compared with the best average so far.
-It *improves* when
+It *improves* when it beats the best by the relative and absolute tolerances:
 
-.. math:: \bar\ell < (1 - \mathrm{rtol})\, \ell_{\mathrm{best}} - \mathrm{atol}
+.. math::
+  \bar\ell < \ell_{\mathrm{best}} - \mathrm{rtol}\, |\ell_{\mathrm{best}}| - \mathrm{atol}
 
-(a relative test meant for positive losses, as in optax and PyTorch). After
-``patience`` averages in a row without improvement the scale is multiplied by
-``factor`` (never below ``min_scale``), and the next ``cooldown`` averages are
-ignored. These are the semantics of ``optax.contrib.reduce_on_plateau``.
+computed as :math:`(1 - \mathrm{rtol})\,\ell_{\mathrm{best}} - \mathrm{atol}` for
+:math:`\ell_{\mathrm{best}} \ge 0` (optax's expression, with optax's bits) and as
+:math:`(1 + \mathrm{rtol})\,\ell_{\mathrm{best}} - \mathrm{atol}` for a negative best.
+After ``patience`` averages in a row without improvement the scale is multiplied
+by ``factor`` (never below ``min_scale``), and the next ``cooldown`` averages are
+ignored. These are the semantics of ``optax.contrib.reduce_on_plateau``, except
+for negative losses: optax's threshold :math:`(1 - \mathrm{rtol})\,\ell_{\mathrm{best}}`
+then lies *above* the best value, so a loss stuck at :math:`-1` counts as an
+improvement every time and the scale never drops; here it is a plateau, exactly
+like a loss stuck at :math:`+1`.
 
 Two forms share this logic:
 
@@ -40,7 +47,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt.core import GradientTransformation, transformation
-from jopt.hyperparams import Hyperparam, Scalar, check_hyperparam, hyperparam_dtype, is_concrete, resolve
+from jopt.hyperparams import (
+    Hyperparam,
+    Scalar,
+    check_hyperparam,
+    hyperparam_dtype,
+    is_concrete,
+    is_python_number,
+    resolve,
+)
 from jopt.tree import safe_increment, tree_scale, tree_select
 
 Array = jax.Array
@@ -145,14 +160,18 @@ def _plateau_step(state: PlateauState, value: Any, cfg: _Config, owner: str) -> 
     new_count = safe_increment(state.count)
     avg = ((state.count * state.avg_value + value.astype(dt)) / new_count).astype(dt)
 
-    improved = avg < (1 - jnp.asarray(cfg.rtol, dt)) * state.best_value - jnp.asarray(cfg.atol, dt)
-    best = jnp.where(improved, avg, state.best_value)
+    # Python numbers stay Python numbers (1 - rtol in double precision, as optax).
+    rtol, atol, factor = (resolve(x, None) for x in (cfg.rtol, cfg.atol, cfg.factor))
+    best_value = state.best_value
+    shrunk = jnp.where(best_value >= 0, (1 - rtol) * best_value, (1 + rtol) * best_value)
+    improved = avg < shrunk - atol  # avg < best - rtol * |best| - atol
+    best = jnp.where(improved, avg, best_value)
     plateau = jnp.where(improved, 0, safe_increment(state.plateau_count))
     in_cooldown = state.cooldown_count > 0
     # plateau == 0 exactly when improved, so patience < 1 (only possible traced) acts as 1.
     reduce = jnp.logical_and(~in_cooldown, plateau >= jnp.maximum(jnp.asarray(cfg.patience), 1))
-    scaled = jnp.where(reduce, state.scale * jnp.asarray(cfg.factor, dt), state.scale)
-    reduced = jnp.maximum(scaled, jnp.asarray(cfg.min_scale, dt))
+    scaled = jnp.where(reduce, state.scale * factor, state.scale)
+    reduced = jnp.maximum(scaled, resolve(cfg.min_scale, None))
     cooldown = jnp.where(reduce, jnp.asarray(cfg.cooldown).astype(jnp.int32), 0)
     evaluated = PlateauState(
         scale=jnp.where(in_cooldown, state.scale, reduced).astype(state.scale.dtype),
@@ -200,7 +219,8 @@ class ReduceOnPlateau:
         """Take the loss ``value`` of step ``count``; return the learning rate and the new state."""
         new_state = _plateau_step(state, value, self.config, "reduce_on_plateau")
         base = resolve(self.learning_rate, count)
-        return base * new_state.scale.astype(base.dtype), new_state
+        scale = new_state.scale if is_python_number(base) else new_state.scale.astype(base.dtype)
+        return base * scale, new_state
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config._asdict().items())
