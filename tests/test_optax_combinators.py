@@ -321,6 +321,20 @@ def test_apply_every_matches_optax():
     ref = optax.chain(optax.apply_every(3), optax.sgd(0.1))
     moved = [np.any(np.asarray(u["layer0"]["w"]) != 0) for u, _ in compare(ours, ref, steps=7)[0]]
     assert moved == [False, False, True, False, False, True, False]
+    # k is data: vmapping over it equals a loop.
+    g = {"w": jnp.arange(3.0)}
+
+    def four_calls(k):
+        tx = jopt.apply_every(k)
+        s, out = tx.init(g), []
+        for _ in range(4):
+            u, s = tx.update(g, s)
+            out.append(u["w"])
+        return jnp.stack(out)
+
+    batched = jax.jit(jax.vmap(four_calls))(jnp.array([2, 4]))
+    for i, k in enumerate((2, 4)):
+        np.testing.assert_array_equal(batched[i], four_calls(k))
 
 
 # --------------------------------------------------------------------------- conditionals
@@ -397,6 +411,18 @@ def test_lookahead_matches_optax(reset_state):
         looped = three_steps(float(alphas[i]), int(periods[i]))
         for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(looped)):
             np.testing.assert_allclose(a[i], b, rtol=1e-6, atol=1e-7)
+    # A schedule for slow_step_size is evaluated at the step count and logged.
+    small = jopt.LookaheadParams.init_synced({"w": jnp.ones(3)})
+    scheduled, constant = (
+        jopt.lookahead(jopt.sgd(0.1), 2, lambda t: 0.5),
+        jopt.lookahead(jopt.sgd(0.1), 2, 0.5),
+    )
+    s1, s2 = scheduled.init(small), constant.init(small)
+    for _ in range(3):
+        u1, s1 = scheduled.update(small.fast, s1, small)
+        u2, s2 = constant.update(small.fast, s2, small)
+        assert_trees_equal(u1, u2)
+    assert int(s1.count) == 3 and float(s1.hyperparams["slow_step_size"]) == 0.5 and s2.hyperparams == {}
     with pytest.raises(ValueError, match="sync_period"):
         jopt.lookahead(jopt.sgd(0.1), 0, 0.5)
 

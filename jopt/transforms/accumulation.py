@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jopt.core import GradientTransformation, as_transformation, transformation
-from jopt.hyperparams import Hyperparam, check_hyperparam, compute_dtype, is_python_number
+from jopt.hyperparams import Hyperparam, cast_hyperparam, check_hyperparam, compute_dtype, is_python_number
 from jopt.transforms.conditionals import run_inner_if
 from jopt.tree import safe_increment
 
@@ -201,7 +201,7 @@ class MultiSteps:
 
     def _k(self, gradient_step: Array) -> Array | int:
         k = self._every_k(gradient_step) if callable(self._every_k) else self._every_k
-        return k if is_python_number(k) else jnp.asarray(k).astype(jnp.int32)
+        return cast_hyperparam(k, jnp.int32)
 
     def _stored(self, k: Array | int) -> dict[str, Array]:
         return {} if is_python_number(self._every_k) else {"every_k": jnp.asarray(k, jnp.int32)}
