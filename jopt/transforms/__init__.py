@@ -25,3 +25,9 @@ from jopt.transforms.quasi_newton import *  # noqa: F401,F403
 from jopt.transforms.linesearch import *  # noqa: F401,F403
 from jopt.transforms.zoom_linesearch import *  # noqa: F401,F403
 from jopt.transforms.noise import *  # noqa: F401,F403
+from jopt.transforms.basic import *  # noqa: F401,F403
+from jopt.transforms.constraints import *  # noqa: F401,F403
+from jopt.transforms.gradient_scaling import *  # noqa: F401,F403
+from jopt.transforms.normalization import *  # noqa: F401,F403
+from jopt.transforms.per_example import *  # noqa: F401,F403
+from jopt.transforms.target_updates import *  # noqa: F401,F403
