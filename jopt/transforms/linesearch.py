@@ -9,8 +9,9 @@ line :math:`\eta \mapsto f(w + \eta u)`. It needs more than gradients, so its
 * ``grad``: :math:`\nabla f(w)`,
 * ``value_fn``: the objective :math:`f`, called as ``value_fn(params, **data)``,
 * any further keyword arguments (e.g. a batch ``x=..., y=...``): forwarded to
-  ``value_fn`` when its signature names them (all of them if it takes
-  ``**kwargs``); the others are ignored.
+  ``value_fn``, which must accept them (by name, or through ``**kwargs``);
+  a name it does not accept raises ``TypeError``, as in optax, so a misspelt
+  batch argument is never dropped silently.
 
 The state keeps the value (and, where computed, the gradient) at the accepted
 point in fields named ``value`` and ``grad``;
@@ -88,18 +89,27 @@ def accepting_any_extra_arg(tx: GradientTransformation) -> GradientTransformatio
     return GradientTransformation(tx.init, update)
 
 
-def _bind_data(value_fn: Callable[..., Array], data: Mapping[str, Any]) -> Callable[..., Array]:
-    """``value_fn`` with the entries of ``data`` that its signature accepts bound as keywords."""
+def _bind_data(owner: str, value_fn: Callable[..., Array], data: Mapping[str, Any]) -> Callable[..., Array]:
+    """``value_fn`` with ``data`` bound as keywords.
+
+    Raises:
+      TypeError: naming the entries of ``data`` that ``value_fn``'s signature does not accept.
+    """
+    if not data:
+        return value_fn
     try:
         parameters = inspect.signature(value_fn).parameters.values()
-    except (TypeError, ValueError):
-        return value_fn
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        kwargs = dict(data)
-    else:
-        names = {p.name for p in parameters}
-        kwargs = {k: v for k, v in data.items() if k in names}
-    return functools.partial(value_fn, **kwargs) if kwargs else value_fn
+    except (TypeError, ValueError):  # no signature to check against: let the call decide
+        return functools.partial(value_fn, **data)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        names = {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+        unused = sorted(k for k in data if k not in names)
+        if unused:
+            raise TypeError(
+                f"Unexpected keyword arguments {unused} in {owner}.update: value_fn does not accept them "
+                "(extra arguments other than value, grad and value_fn are passed to value_fn)"
+            )
+    return functools.partial(value_fn, **data)
 
 
 def line_search_transformation(owner: str, core: GradientTransformation) -> GradientTransformation:
@@ -117,7 +127,7 @@ def line_search_transformation(owner: str, core: GradientTransformation) -> Grad
                 "update(updates, state, params, value=loss, grad=grads, value_fn=loss_fn)"
             )
         data = {k: v for k, v in extra_args.items() if k not in LINESEARCH_ARGS}
-        value_fn = _bind_data(extra_args["value_fn"], data)
+        value_fn = _bind_data(owner, extra_args["value_fn"], data)
         return core.update(
             updates, state, params, value=extra_args["value"], grad=extra_args["grad"], value_fn=value_fn
         )
@@ -141,6 +151,16 @@ def scalar_dtype(params: PyTree) -> Any:
     leaves = jax.tree.leaves(params)
     dtype = jnp.asarray(leaves[0]).dtype if leaves else jnp.float32
     return compute_dtype(jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else dtype)
+
+
+def fields_like_state(fields: tuple, state: Any) -> tuple:
+    """The new state ``fields`` in the dtypes of ``state``'s (between ``count`` and ``hyperparams``).
+
+    A state field that was replaced by a Python number (e.g. ``state._replace(learning_rate=1.0)``)
+    takes the new value's dtype, as in optax.
+    """
+    old = tuple(state)[1:-1]
+    return jax.tree.map(lambda new, o: jnp.asarray(new, getattr(o, "dtype", None)), fields, old)
 
 
 def point_on_line(params: PyTree, stepsize: Array, updates: PyTree) -> PyTree:
@@ -176,8 +196,8 @@ def _fields_named(state: Any, name: str) -> list[Any]:
 
 def _single_field(state: Any, name: str) -> Any:
     found = _fields_named(state, name)
-    if len(found) > 1:
-        raise ValueError(f"value_and_grad_from_state: found {len(found)} fields named {name!r} in the state")
+    if len(found) > 1:  # KeyError, as optax
+        raise KeyError(f"value_and_grad_from_state: found {len(found)} fields named {name!r} in the state")
     if not found or found[0] is None:
         raise ValueError(
             f"value_and_grad_from_state: no {name!r} in the optimizer state; use a line search that stores "
@@ -198,8 +218,9 @@ def value_and_grad_from_state(value_fn: Callable[..., Array]) -> Callable[..., t
     ``jax.lax.cond``, so the function can be jitted.
 
     Raises:
-      ValueError: when the state has no (or several) ``value``/``grad`` fields, or
-        a ``grad`` field that is ``None``.
+      ValueError: when the state has no ``value``/``grad`` field, or a ``grad``
+        field that is ``None``.
+      KeyError: when it has several (as optax).
 
     Example:
       >>> import jax.numpy as jnp, jopt
@@ -226,7 +247,7 @@ def value_and_grad_from_state(value_fn: Callable[..., Array]) -> Callable[..., t
 
         def recompute(p, args, kwargs):
             fresh = jax.value_and_grad(value_fn)(p, *args, **kwargs)
-            return tree_cast_like(fresh, (value, grad))
+            return jax.tree.map(lambda x, like: jnp.asarray(x, like.dtype), fresh, (value, grad))
 
         return jax.lax.cond(
             jnp.isfinite(value), lambda *_: (value, grad), recompute, params, fn_args, fn_kwargs
@@ -285,7 +306,7 @@ _BACKTRACKING_RANGES = {
     "max_backtracking_steps": Range(0.0, integer=True),
     "slope_rtol": Range(0.0, 1.0, high_open=True),
     "decrease_factor": Range(0.0, 1.0, low_open=True, high_open=True),
-    "increase_factor": Range(1.0),
+    "increase_factor": POSITIVE,
     "max_learning_rate": POSITIVE,
     "atol": NONNEGATIVE,
     "rtol": NONNEGATIVE,
@@ -375,8 +396,8 @@ def scale_by_backtracking_linesearch(
       max_backtracking_steps: maximum number of shrinking steps, an integer >= 0.
       slope_rtol: :math:`c \in [0, 1)`.
       decrease_factor: :math:`\beta \in (0, 1)`.
-      increase_factor: :math:`\gamma \ge 1` (``math.inf``: always start from
-        :math:`\eta_{\max}`).
+      increase_factor: :math:`\gamma > 0`, usually :math:`\ge 1` (1: start from the
+        previous step size; ``math.inf``: always start from :math:`\eta_{\max}`).
       max_learning_rate: :math:`\eta_{\max} > 0`.
       atol: :math:`\epsilon \ge 0`.
       rtol: :math:`\delta \ge 0`.
@@ -426,9 +447,11 @@ def scale_by_backtracking_linesearch(
 
     def step(updates, state, params, h, count_inc):
         del count_inc
-        dt = state.learning_rate.dtype
-        increase, max_lr = (cast_hyperparam(h[k], dt) for k in ("increase_factor", "max_learning_rate"))
-        guess = jnp.minimum(increase * state.learning_rate, max_lr)
+        previous = jnp.asarray(state.learning_rate)
+        increase, max_lr = (
+            cast_hyperparam(h[k], previous.dtype) for k in ("increase_factor", "max_learning_rate")
+        )
+        guess = jnp.minimum(increase * previous, max_lr)
         trial = _backtracking_search(updates, params, guess, h, store_grad)
         # A search that never saw a finite value takes no step.
         learning_rate = jnp.where(jnp.isinf(trial.decrease_error), 0.0, trial.learning_rate)
@@ -436,7 +459,7 @@ def scale_by_backtracking_linesearch(
             _report_failure("scale_by_backtracking_linesearch", trial.decrease_error > h["atol"], trial)
         info = BacktrackingLinesearchInfo(trial.num_steps, trial.decrease_error)
         fields = (learning_rate, trial.value, trial.grad if store_grad else None, info)
-        return tree_scale(updates, learning_rate), fields
+        return tree_scale(updates, learning_rate), fields_like_state(fields, state)
 
     core = hyperparam_transformation(
         "scale_by_backtracking_linesearch",
@@ -446,6 +469,7 @@ def scale_by_backtracking_linesearch(
         step,
         init_fields,
         needs_params=True,
+        cast_fields=False,  # fields_like_state
         extra_args=LINESEARCH_ARGS,
     )
     return line_search_transformation("scale_by_backtracking_linesearch", core)

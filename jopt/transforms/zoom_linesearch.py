@@ -34,6 +34,7 @@ from jopt.hyperparams import NONNEGATIVE, POSITIVE, Hyperparam, Range, hyperpara
 from jopt.transforms._tree_linalg import tree_inner
 from jopt.transforms.linesearch import (
     LINESEARCH_ARGS,
+    fields_like_state,
     line_search_transformation,
     point_on_line,
     scalar_dtype,
@@ -138,7 +139,7 @@ _ZOOM_RANGES = {
     "max_linesearch_steps": Range(1.0, integer=True),
     "max_learning_rate": POSITIVE,
     "tol": NONNEGATIVE,
-    "increase_factor": Range(1.0, low_open=True),
+    "increase_factor": POSITIVE,
     "slope_rtol": Range(0.0, 1.0, high_open=True),
     "curv_rtol": NONNEGATIVE,
     "approx_dec_rtol": NONNEGATIVE,
@@ -331,20 +332,31 @@ def _zoom_search(crit: _Criteria, line: _Line, grad: PyTree, dtype: Any) -> _Sea
     return jax.lax.while_loop(lambda s: ~(s.done | s.failed), one_trial, first)
 
 
-def _report(s: _Search) -> None:
-    """Print the outcome of a failed search (``verbose=True``)."""
-    jax.lax.cond(
+def _print_if(condition: Array, message: str, **values: Any) -> None:
+    jax.lax.cond(condition, lambda: jax.debug.print(message, **values, ordered=True), lambda: None)
+
+
+def _report(s: _Search, line: _Line, crit: _Criteria) -> None:
+    """Print why a search ended without meeting both conditions (``verbose=True``)."""
+    owner = "scale_by_zoom_linesearch: "
+    _print_if(
         s.failed,
-        lambda: jax.debug.print(
-            "scale_by_zoom_linesearch: no step size met both conditions within the budget; "
-            "taking {stepsize} (decrease error {dec}, curvature error {curv}; slope at 0: {slope})",
-            stepsize=s.stepsize,
-            dec=s.decrease_error,
-            curv=s.curvature_error,
-            slope=s.slope_low,
-            ordered=True,
-        ),
-        lambda: None,
+        owner + "no step size met both conditions within the trial budget; taking {stepsize} "
+        "(decrease error {dec}, curvature error {curv})",
+        stepsize=s.stepsize,
+        dec=s.decrease_error,
+        curv=s.curvature_error,
+    )
+    _print_if(
+        s.failed & (line.slope_init >= 0.0),
+        owner + "the update is not a descent direction: its slope at step 0 is {slope} >= 0",
+        slope=line.slope_init,
+    )
+    _print_if(
+        s.done & (s.curvature_error > crit.tol),
+        owner + "stopped at max_learning_rate {stepsize} without meeting the curvature condition "
+        "(a larger max_learning_rate may meet it)",
+        stepsize=s.stepsize,
     )
 
 
@@ -387,7 +399,8 @@ def scale_by_zoom_linesearch(
       max_linesearch_steps: maximum number of trials per search, an integer >= 1.
       max_learning_rate: largest step tried, > 0; ``None``: unbounded.
       tol: :math:`\epsilon \ge 0`.
-      increase_factor: factor > 1 growing the trial step in the bracketing phase.
+      increase_factor: factor > 0 (usually > 1) growing the trial step in the
+        bracketing phase.
       slope_rtol: :math:`c_1 \in [0, 1)`.
       curv_rtol: :math:`c_2 \ge 0` (``math.inf`` disables the curvature condition).
       approx_dec_rtol: :math:`c_3 \ge 0`, or ``None``.
@@ -461,14 +474,16 @@ def scale_by_zoom_linesearch(
             h.get("approx_dec_rtol"),
             h["stepsize_precision"],
         )
-        guess = jnp.ones((), hyperparam_dtype()) if initial_guess_strategy == "one" else state.learning_rate
+        previous = jnp.asarray(state.learning_rate)
+        guess = jnp.ones((), hyperparam_dtype()) if initial_guess_strategy == "one" else previous
         slope = jnp.real(tree_inner(updates, grad))
         line = _Line(params, updates, jax.value_and_grad(value_fn), value, slope, guess)
-        final = _zoom_search(crit, line, grad, state.learning_rate.dtype)
+        final = _zoom_search(crit, line, grad, previous.dtype)
         if verbose:
-            _report(final)
+            _report(final, line, crit)
         info = ZoomLinesearchInfo(final.count, final.decrease_error, final.curvature_error)
-        return tree_scale(updates, final.stepsize), (final.stepsize, final.value, final.grad, info)
+        fields = (final.stepsize, final.value, final.grad, info)
+        return tree_scale(updates, final.stepsize), fields_like_state(fields, state)
 
     core = hyperparam_transformation(
         "scale_by_zoom_linesearch",
@@ -478,6 +493,7 @@ def scale_by_zoom_linesearch(
         step,
         init_fields,
         needs_params=True,
+        cast_fields=False,  # fields_like_state
         extra_args=LINESEARCH_ARGS,
     )
     return line_search_transformation("scale_by_zoom_linesearch", core)
