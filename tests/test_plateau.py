@@ -125,7 +125,7 @@ def test_negative_and_sign_changing_losses_follow_the_relative_rule(shift):
     assert len(np.unique(np.asarray(states.scale))) >= 3
     # steady relative improvements larger than rtol are never a plateau, small ones always are
     for step, expect_reduced in ((0.02, False), (0.002, True)):
-        declining = -(1.0 + step) ** np.arange(12, dtype=np.float64)
+        declining = -((1.0 + step) ** np.arange(12, dtype=np.float64))
         states, _ = jax.jit(lambda d=declining: run(scale_by_plateau(**cfg), d.astype(F32)))()
         assert (float(states.scale[-1]) < 1.0) == expect_reduced, step
 

@@ -48,7 +48,11 @@ __all__ = [
 
 def _check_le(a: Any, name_a: str, b: Any, name_b: str, owner: str, why: str = "") -> None:
     """Concrete ``a <= b`` or ValueError naming both arguments."""
-    if is_concrete(a) and is_concrete(b) and np.any(np.asarray(a, np.float64) > np.asarray(b, np.float64)):
+    if not (is_concrete(a) and is_concrete(b)):
+        return
+    # compared in the arguments' own precision (a float32 0.85 is not above a Python 0.85)
+    a_, b_ = (x if isinstance(x, (int, float)) else np.asarray(x) for x in (a, b))
+    if np.any(a_ > b_):
         raise ValueError(f"{owner}: {name_a} must be <= {name_b}{why}, got {name_a}={a}, {name_b}={b}")
 
 
