@@ -166,9 +166,9 @@ def transformation(
 
 
 def stateless(
-    fn: Callable[[Updates, Params | None], Updates],
+    f: Callable[[Updates, Params | None], Updates],
 ) -> GradientTransformation:
-    """A transform with no state from ``fn(updates, params) -> updates``."""
+    """A transform with no state from ``f(updates, params) -> updates`` (optax's signature)."""
 
     def init(params):
         del params
@@ -176,7 +176,7 @@ def stateless(
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
-        return fn(updates, params), state
+        return f(updates, params), state
 
     return transformation(init, update)
 

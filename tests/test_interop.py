@@ -133,9 +133,9 @@ def test_flax_train_state_with_jopt_tx_matches_optax():
     assert not np.allclose(ours.params["params"]["Dense_0"]["kernel"], initial["params"]["Dense_0"]["kernel"])
 
 
-def test_flax_train_state_with_jopt_freeze_matches_optax_selective_transform():
+def test_flax_train_state_with_jopt_selective_transform_matches_optax():
     frozen = {"params": {"Dense_0": True, "Dense_1": False}}
-    ours = _train_linen(jopt.freeze(_jopt_adam_clipped(0.02), frozen=frozen))
+    ours = _train_linen(jopt.selective_transform(_jopt_adam_clipped(0.02), freeze_mask=frozen))
     ref = _train_linen(optax.selective_transform(_optax_adam_clipped(0.02), freeze_mask=frozen))
     initial = _MLP().init(jax.random.key(0), _data()[0])
     assert_trees_close(ours.params, ref.params)

@@ -98,9 +98,6 @@ def test_top_level_signature(name):
     assert params_of(getattr(jopt, name)) == params_of(getattr(optax, name))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="jopt.core.stateless names its argument fn; optax's is f (lead: core.py)"
-)
 def test_stateless_signature():
     assert params_of(jopt.stateless) == params_of(optax.stateless)
 

@@ -343,7 +343,7 @@ def test_heavy_ball_transform_after_learning_rate_equals_optimizer():
 
 
 BAD_VALUES = [
-    (jopt.sgd, {"learning_rate": 0.1, "momentum": 1.0}, "momentum"),
+    (jopt.sgd, {"learning_rate": 0.1, "momentum": 1.01}, "momentum"),  # 1.0 (no decay) is valid, as in optax
     (jopt.sgd, {"learning_rate": 0.1, "momentum": -0.1}, "momentum"),
     (jopt.sgd, {"learning_rate": -0.1}, "learning_rate"),
     (jopt.heavy_ball_momentum, {"learning_rate": 0.1, "momentum": 1.5}, "momentum"),
@@ -357,7 +357,7 @@ BAD_VALUES = [
     (jopt.adadelta, {"rho": 1.0}, "rho"),
     (jopt.adadelta, {"eps": 0.0}, "eps"),
     (jopt.adadelta, {"weight_decay": -1e-4}, "weight_decay"),
-    (jopt.trace, {"decay": 1.0}, "decay"),
+    (jopt.trace, {"decay": 1.5}, "decay"),
     (jopt.heavy_ball, {"momentum": -0.5}, "momentum"),
     (jopt.scale_by_rms, {"decay": -0.1}, "decay"),
     (jopt.scale_by_stddev, {"eps": float("nan")}, "eps"),

@@ -41,7 +41,7 @@ def sgd(
 
     Args:
       learning_rate: :math:`\eta_t \ge 0`; number, array, schedule or stateful schedule.
-      momentum: :math:`\mu \in [0, 1)`; number, array or schedule. ``None``
+      momentum: :math:`\mu \in [0, 1]`; number, array or schedule. ``None``
         (structural) builds no momentum buffer at all; any number, including a
         traced 0, uses the momentum path, so sweeps can vmap over it.
       nesterov: use Nesterov momentum (Sutskever et al., 2013).
@@ -81,7 +81,7 @@ def heavy_ball_momentum(
 
     Args:
       learning_rate: :math:`\eta_t \ge 0`; number, array, schedule or stateful schedule.
-      momentum: :math:`\mu \in [0, 1)`; number, array or schedule.
+      momentum: :math:`\mu \in [0, 1]`; number, array or schedule.
       accumulator_dtype: dtype of the velocity; ``None``: the parameters' dtype.
 
     Example:

@@ -12,3 +12,6 @@ from jopt.schedules.piecewise import *  # noqa: F401,F403
 from jopt.schedules.warmup import *  # noqa: F401,F403
 from jopt.schedules.cyclic import *  # noqa: F401,F403
 from jopt.schedules.plateau import *  # noqa: F401,F403
+
+# optax has the hyperparameter-injection wrappers under optax.schedules too.
+from jopt.transforms.injection import *  # noqa: F401,F403

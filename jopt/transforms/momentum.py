@@ -19,9 +19,10 @@ With a constant learning rate the two coincide (:math:`v_t = \eta m_t`); with a
 schedule they differ.
 
 The decay may be a number, an array, a traced value or a schedule
-``step -> value``; concrete values must lie in :math:`[0, 1)`. Arithmetic is done
-in at least float32; the buffer is stored in ``accumulator_dtype`` (default: the
-parameters' dtype) and the returned updates have the gradients' dtype.
+``step -> value``; concrete values must lie in :math:`[0, 1]` (:func:`ema`:
+:math:`[0, 1)`). Arithmetic is done in at least float32; the buffer is stored in
+``accumulator_dtype`` (default: the parameters' dtype) and the returned updates have the
+gradients' dtype.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jopt.core import GradientTransformation, hyperparam_transformation
-from jopt.hyperparams import UNIT, Hyperparam, cast_hyperparam, compute_dtype
+from jopt.hyperparams import PROBABILITY, UNIT, Hyperparam, cast_hyperparam, compute_dtype
 from jopt.tree import tree_bias_correction, tree_moment, tree_zeros_like
 
 Array = jax.Array
@@ -45,12 +46,12 @@ class TraceState(NamedTuple):
     """State of :func:`trace` and :func:`heavy_ball`.
 
     Attributes:
-      count: number of updates so far (int32).
+      count: number of updates so far (int32) when the decay is a schedule, else ``None``.
       trace: the momentum buffer.
       hyperparams: the decay used at the latest step.
     """
 
-    count: Array
+    count: Array | None
     trace: PyTree
     hyperparams: dict[str, Array]
 
@@ -84,7 +85,7 @@ def _momentum(
         return out, (new_trace,)
 
     return hyperparam_transformation(
-        owner, {name: decay}, {name: UNIT}, TraceState, step, init_fields, counted=True
+        owner, {name: decay}, {name: PROBABILITY}, TraceState, step, init_fields
     )
 
 
@@ -105,7 +106,7 @@ def trace(
     not damped by :math:`1 - \mu`.
 
     Args:
-      decay: momentum :math:`\mu \in [0, 1)`; number, array or schedule.
+      decay: momentum :math:`\mu \in [0, 1]`; number, array or schedule.
       nesterov: use the Nesterov look-ahead :math:`g_t + \mu_t m_t`.
       accumulator_dtype: dtype of the stored buffer; ``None``: the parameters' dtype.
 
@@ -136,7 +137,7 @@ def heavy_ball(momentum: Hyperparam, accumulator_dtype: Any | None = None) -> Gr
     rate. :func:`jopt.heavy_ball_momentum` is the ready-made optimizer.
 
     Args:
-      momentum: :math:`\mu \in [0, 1)`; number, array or schedule.
+      momentum: :math:`\mu \in [0, 1]`; number, array or schedule.
       accumulator_dtype: dtype of the stored buffer; ``None``: the parameters' dtype.
 
     Example:

@@ -41,7 +41,9 @@ def resolve_mask(mask: MaskOrFn | bool, params: Any) -> Any:
     """
     if mask is None:
         mask = True
-    prefix = mask(params) if callable(mask) else mask
+    from jopt.transforms.parameter_groups import calls_mask  # parameter_groups imports this module
+
+    prefix = mask(params) if calls_mask(mask) else mask
     return jax.tree.map(lambda on, sub: jax.tree.map(lambda _: on, sub), prefix, params)
 
 
