@@ -11,7 +11,15 @@ import optax
 import pytest
 
 import jopt
-from tests.reference import PROBLEMS, OptCase, assert_trees_close, assert_trees_equal, quadratic, rosenbrock, trajectory
+from tests.reference import (
+    PROBLEMS,
+    OptCase,
+    assert_trees_close,
+    assert_trees_equal,
+    quadratic,
+    rosenbrock,
+    trajectory,
+)
 
 STEPS = 100
 
