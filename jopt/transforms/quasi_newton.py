@@ -23,8 +23,7 @@ import jax.numpy as jnp
 
 from jopt.core import GradientTransformation, hyperparam_transformation
 from jopt.hyperparams import Range, hyperparam_dtype
-from jopt.transforms._tree_linalg import tree_add_scaled, tree_inner, tree_squared_norm
-from jopt.tree import tree_cast_like, tree_scale, tree_zeros_like
+from jopt.tree import add_scale, norm, tree_cast_like, tree_scale, tree_zeros_like, vdot
 
 Array = jax.Array
 PyTree = Any
@@ -76,8 +75,8 @@ def _two_loop_recursion(
 
     def backward(q, idx):
         s, y = _slot(s_memory, idx), _slot(y_memory, idx)
-        alpha = rhos[idx] * jnp.real(tree_inner(s, q))
-        return tree_cast_like(tree_add_scaled(q, -alpha, y), q), alpha
+        alpha = rhos[idx] * jnp.real(vdot(s, q))
+        return tree_cast_like(add_scale(q, -alpha, y), q), alpha
 
     q, alphas = jax.lax.scan(backward, updates, order, reverse=True)
     r = tree_scale(q, gamma)
@@ -85,8 +84,8 @@ def _two_loop_recursion(
     def forward(r, idx_alpha):
         idx, alpha = idx_alpha
         s, y = _slot(s_memory, idx), _slot(y_memory, idx)
-        beta = rhos[idx] * jnp.real(tree_inner(y, r))
-        return tree_cast_like(tree_add_scaled(r, alpha - beta, s), r), beta
+        beta = rhos[idx] * jnp.real(vdot(y, r))
+        return tree_cast_like(add_scale(r, alpha - beta, s), r), beta
 
     r, _ = jax.lax.scan(forward, r, (order, alphas))
     return r
@@ -94,9 +93,9 @@ def _two_loop_recursion(
 
 def _initial_scale(curvature: Array, y: PyTree, updates: PyTree, started: Array) -> Array:
     r""":math:`\gamma_k = \langle s, y\rangle / \|y\|^2`; at the first step :math:`\min(1, 1/\|g_0\|)`."""
-    y_norm2 = tree_squared_norm(y)
+    y_norm2 = norm(y, squared=True)
     gamma = jnp.where(y_norm2 > 0.0, curvature / y_norm2, 1.0)
-    g_norm = jnp.sqrt(tree_squared_norm(jax.lax.stop_gradient(updates)))
+    g_norm = norm(jax.lax.stop_gradient(updates))
     return jnp.where(started, gamma, jnp.minimum(1.0, 1.0 / g_norm))
 
 
@@ -167,7 +166,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> Gr
         newest = (state.count - 1) % memory_size
         s = jax.tree.map(operator.sub, params, state.params)
         y = jax.tree.map(operator.sub, updates, state.updates)
-        curvature = jnp.real(tree_inner(y, s))
+        curvature = jnp.real(vdot(y, s))
         rho = jnp.where(curvature == 0.0, 0.0, 1.0 / curvature)
         # No pair exists before the second call: record zeros (a no-op slot).
         s, y, rho = jax.tree.map(lambda x: jnp.where(started, x, jnp.zeros_like(x)), (s, y, rho))

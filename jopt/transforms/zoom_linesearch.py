@@ -31,7 +31,6 @@ import jax.numpy as jnp
 
 from jopt.core import GradientTransformation, hyperparam_transformation
 from jopt.hyperparams import NONNEGATIVE, POSITIVE, Hyperparam, Range, hyperparam_dtype
-from jopt.transforms._tree_linalg import tree_inner
 from jopt.transforms.linesearch import (
     LINESEARCH_ARGS,
     fields_like_state,
@@ -39,9 +38,8 @@ from jopt.transforms.linesearch import (
     point_on_line,
     scalar_dtype,
     take_line_search_args,
-    tree_conj,
 )
-from jopt.tree import safe_increment, tree_cast_like, tree_scale, tree_select, tree_zeros_like
+from jopt.tree import conj, safe_increment, tree_cast_like, tree_scale, tree_select, tree_zeros_like, vdot
 
 Array = jax.Array
 PyTree = Any
@@ -154,7 +152,7 @@ _GUESSES = ("one", "keep")
 def _probe(line: _Line, stepsize: Array) -> tuple[Array, PyTree, Array]:
     r""":math:`\phi(\eta)`, :math:`\nabla f(w + \eta u)` and :math:`\phi'(\eta)`."""
     value, grad = line.value_and_grad(point_on_line(line.params, stepsize, line.updates))
-    return value, grad, jnp.real(tree_inner(tree_conj(grad), line.updates))
+    return value, grad, jnp.real(vdot(conj(grad), line.updates))
 
 
 def _decrease_error(crit: _Criteria, line: _Line, stepsize: Array, value: Array, slope: Array) -> Array:
@@ -476,7 +474,7 @@ def scale_by_zoom_linesearch(
         )
         previous = jnp.asarray(state.learning_rate)
         guess = jnp.ones((), hyperparam_dtype()) if initial_guess_strategy == "one" else previous
-        slope = jnp.real(tree_inner(updates, grad))
+        slope = jnp.real(vdot(updates, grad))
         line = _Line(params, updates, jax.value_and_grad(value_fn), value, slope, guess)
         final = _zoom_search(crit, line, grad, previous.dtype)
         if verbose:
