@@ -10,12 +10,11 @@ from jopt.core import GradientTransformation, chain
 from jopt.hyperparams import Hyperparam, check_hyperparam
 from jopt.transforms.clipping import clip_by_block_rms
 from jopt.transforms.factored import (
-    _negate,
-    _scale_by_param_block_rms,
     scale_by_factored_rms,
 )
 from jopt.transforms.momentum import ema
-from jopt.transforms.scaling import StatefulSchedule, scale_by_learning_rate
+from jopt.transforms.normalization import scale_by_param_block_rms
+from jopt.transforms.scaling import StatefulSchedule, scale, scale_by_learning_rate
 from jopt.transforms.weight_decay import MaskOrFn, add_decayed_weights
 
 __all__ = ["adafactor"]
@@ -88,10 +87,10 @@ def adafactor(
     if learning_rate is not None:
         parts.append(scale_by_learning_rate(learning_rate, flip_sign=False))
     if multiply_by_parameter_scale:
-        parts.append(_scale_by_param_block_rms())
+        parts.append(scale_by_param_block_rms())
     if momentum is not None:
         parts.append(ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
     if weight_decay_rate is not None:
         parts.append(add_decayed_weights(weight_decay_rate, weight_decay_mask))
-    parts.append(_negate())
+    parts.append(scale(-1))
     return chain(*parts)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from jopt.core import GradientTransformation, hyperparam_transformation
 from jopt.hyperparams import NONNEGATIVE, POSITIVE, UNIT, Hyperparam, Range, cast_hyperparam, compute_dtype
+from jopt.numerics import abs_sq
 from jopt.tree import tree_bias_correction, tree_moment
 
 Array = jax.Array
@@ -84,10 +85,6 @@ class ScaleByAdaDeltaState(NamedTuple):
 _Step = Callable[[PyTree, Any, dict[str, Array], Array], tuple[PyTree, tuple[PyTree, ...]]]
 # init_accumulators(params, hyperparams resolved at step 0) -> accumulators.
 _Init = Callable[[PyTree, dict[str, Array]], tuple[PyTree, ...]]
-
-
-def _abs_sq(x: Array) -> Array:
-    return jnp.real(jnp.conj(x) * x)
 
 
 def _full_like(params: PyTree, value: Array) -> PyTree:
@@ -240,7 +237,7 @@ def scale_by_stddev(
         else:
             mu_hat, nu_hat = mu, nu
         rms = _rms_scaling(h["eps"], eps_in_sqrt)
-        scaling = jax.tree.map(lambda m, v: rms(v - _abs_sq(m)), mu_hat, nu_hat)
+        scaling = jax.tree.map(lambda m, v: rms(v - abs_sq(m)), mu_hat, nu_hat)
         return _scale(scaling, grads), (mu, nu)
 
     hp = {"decay": decay, "eps": eps, "initial_scale": initial_scale}
@@ -282,7 +279,7 @@ def scale_by_rss(
 
         def accumulate(g, s):
             dt = compute_dtype(jnp.promote_types(g.dtype, s.dtype))
-            return _abs_sq(g.astype(dt)) + s.astype(dt)
+            return abs_sq(g.astype(dt)) + s.astype(dt)
 
         total = jax.tree.map(accumulate, grads, state.sum_of_squares)
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from jopt.core import GradientTransformation, hyperparam_transformation
 from jopt.hyperparams import NONNEGATIVE, Hyperparam, cast_hyperparam, compute_dtype
+from jopt.numerics import abs_sq
 from jopt.tree import tree_global_norm
 
 Array = jax.Array
@@ -58,8 +59,7 @@ def _clip_transform(owner: str, name: str, value: Hyperparam, fn) -> GradientTra
 
 def _abs_sq(x: Array) -> Array:
     """:math:`|x|^2` in the compute dtype (real for complex ``x``)."""
-    x = x.astype(compute_dtype(x.dtype))
-    return jnp.real(jnp.conj(x) * x)
+    return abs_sq(x.astype(compute_dtype(x.dtype)))
 
 
 def _rescale(u: Array, norm: Array, limit: Array | float, *, by_ratio: bool = False) -> Array:

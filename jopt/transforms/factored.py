@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt.core import GradientTransformation, hyperparam_transformation, stateless
+from jopt.core import GradientTransformation, hyperparam_transformation
 from jopt.hyperparams import (
     NONNEGATIVE,
     Hyperparam,
@@ -23,7 +23,6 @@ from jopt.hyperparams import (
     compute_dtype,
     hyperparam_dtype,
     is_python_number,
-    resolve,
 )
 from jopt.tree import tree_unzip
 
@@ -172,34 +171,3 @@ def scale_by_factored_rms(
         return new_updates, (v_row, v_col, v)
 
     return hyperparam_transformation(owner, hp, ranges, FactoredState, step, init_fields, counted=True)
-
-
-# --- Private companions used by jopt.adafactor -------------------------------------------------
-# Stand-ins until shared transforms exist (optax: clip_by_block_rms, scale_by_param_block_rms,
-# ema(debias=False)); each follows optax's order of arithmetic.
-
-
-def _scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
-    r"""Per leaf: :math:`u \leftarrow u \cdot \max(\operatorname{rms}(\theta), s_{min})`."""
-
-    def scale(updates, params):
-        if params is None:
-            raise ValueError("scale_by_param_block_rms needs params: call update(updates, state, params)")
-
-        def leaf(u, p):
-            dt = compute_dtype(jnp.promote_types(u.dtype, p.dtype))
-            floor = cast_hyperparam(resolve(min_scale, 0), dt)
-            p32 = p.astype(dt)
-            small = jnp.sqrt(jnp.mean(jnp.real(jnp.conj(p32) * p32))) <= floor
-            safe = jnp.where(small, jnp.ones_like(p32), p32)
-            rms = jnp.where(small, floor, jnp.sqrt(jnp.mean(jnp.real(jnp.conj(safe) * safe))))
-            return (u.astype(dt) * rms).astype(u.dtype)
-
-        return jax.tree.map(leaf, updates, params)
-
-    return stateless(scale)
-
-
-def _negate() -> GradientTransformation:
-    """:math:`u \\leftarrow -u` (descent direction), without a stored hyperparameter."""
-    return stateless(lambda updates, params: jax.tree.map(jnp.negative, updates))

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from jopt.core import GradientTransformation, hyperparam_transformation
 from jopt.hyperparams import NONNEGATIVE, PROBABILITY, Hyperparam, cast_hyperparam, compute_dtype
+from jopt.numerics import safe_norm
 from jopt.transforms.weight_decay import MaskOrFn, resolve_mask
 from jopt.tree import tree_unzip, tree_zeros_like
 
@@ -33,14 +34,6 @@ def _select(on: Any, new: Array, old: Array) -> Array:
     if on is False:
         return old
     return jnp.where(on, new, old)
-
-
-def _safe_norm(x: Array, min_norm: Array) -> Array:
-    """:math:`\\max(\\|x\\|_2, n_{min})` with a finite gradient when ``x`` is zero."""
-    norm = jnp.linalg.norm(x)
-    small = norm <= min_norm
-    masked = jnp.linalg.norm(jnp.where(small, jnp.ones_like(x), x))
-    return jnp.where(small, min_norm, masked)
 
 
 class ScaleByTrustRatioState(NamedTuple):
@@ -90,8 +83,8 @@ def scale_by_trust_ratio(
             dt = compute_dtype(jnp.promote_types(u.dtype, p.dtype))
             floor = cast_hyperparam(h["min_norm"], dt)
             u32 = u.astype(dt)
-            param_norm = _safe_norm(p.astype(dt), floor)
-            update_norm = _safe_norm(u32, floor)
+            param_norm = safe_norm(p.astype(dt), floor)
+            update_norm = safe_norm(u32, floor)
             coefficient, eps_ = cast_hyperparam(h["trust_coefficient"], dt), cast_hyperparam(h["eps"], dt)
             ratio = coefficient * param_norm / (update_norm + eps_)
             ratio = jnp.where((param_norm == 0) | (update_norm == 0), jnp.ones_like(ratio), ratio)

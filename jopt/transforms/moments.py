@@ -37,7 +37,13 @@ from jopt.hyperparams import (
     compute_dtype,
     resolve,
 )
-from jopt.tree import safe_increment, tree_bias_correction, tree_moment, tree_zeros_like
+from jopt.tree import (
+    safe_increment,
+    tree_bias_correction,
+    tree_moment,
+    tree_zeros_like,
+    update_infinity_moment,
+)
 
 Array = jax.Array
 PyTree = Any
@@ -311,14 +317,7 @@ def scale_by_adamax(
     def step(grads, state, h, count_inc):
         mu = tree_moment(grads, state.mu, h["b1"], 1)
 
-        def inf_moment(g, v):
-            g = g.astype(compute_dtype(g.dtype))
-            v = v.astype(g.dtype)
-            return jnp.maximum(
-                jnp.abs(g) + cast_hyperparam(h["eps"], g.dtype), cast_hyperparam(h["b2"], g.dtype) * v
-            )
-
-        nu = jax.tree.map(inf_moment, grads, state.nu)
+        nu = update_infinity_moment(grads, state.nu, h["b2"], h["eps"])
         mu_hat = tree_bias_correction(mu, h["b1"], count_inc)
         return jax.tree.map(lambda m, v: m / v, mu_hat, nu), (mu, nu)
 
