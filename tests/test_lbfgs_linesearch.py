@@ -229,12 +229,15 @@ def test_signature_matches_optax(name):
 
 
 def test_state_fields_match_optax():
-    assert set(optax.ScaleByLBFGSState._fields) <= set(jopt.ScaleByLBFGSState._fields)
-    for name in ("ScaleByBacktrackingLinesearchState", "ScaleByZoomLinesearchState", "ZoomLinesearchInfo"):
-        assert set(getattr(optax, name)._fields) <= set(getattr(jopt, name)._fields), name
+    # optax's fields at optax's positions (code indexing ``state[0]`` keeps working); jopt's extras last.
+    for name in ("ScaleByLBFGSState", "ScaleByBacktrackingLinesearchState", "ScaleByZoomLinesearchState"):
+        theirs = getattr(optax, name)._fields
+        assert getattr(jopt, name)._fields[: len(theirs)] == theirs, name
+    assert jopt.ZoomLinesearchInfo._fields == optax.ZoomLinesearchInfo._fields
     state = jopt.lbfgs().init({"w": jnp.ones(3)})
     assert isinstance(state[2], jopt.ScaleByZoomLinesearchState)
     assert state[2].value == jnp.inf and state[0].weights_memory.shape == (10,)
+    assert state[2][0] == 1.0  # learning_rate, as optax's state[0]
 
 
 # --------------------------------------------------------------------------- traced hyperparameters

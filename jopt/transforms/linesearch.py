@@ -41,10 +41,8 @@ Values are bit-equal (float32, float64 and complex64 trajectories of every
 configuration in ``tests/test_lbfgs_linesearch.py``); the differences are in
 structure and diagnostics:
 
-* the states, built by :func:`jopt.hyperparam_transformation`, start with
-  ``count`` (``None`` unless a hyperparameter is a schedule) and end with
-  ``hyperparams``: optax's field names all exist, but positions shift by one
-  (optax's ``state[0]`` is jopt's ``state.learning_rate``);
+* the states have optax's fields at optax's positions, followed by ``count``
+  (``None`` unless a hyperparameter is a schedule) and ``hyperparams``;
 * ``info.num_linesearch_steps`` is int32 (optax: the default integer, int64
   under x64);
 * for bfloat16/float16 parameters the step size and value are kept in float32
@@ -176,13 +174,31 @@ def scalar_dtype(params: PyTree) -> Any:
     return compute_dtype(jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else dtype)
 
 
+LINESEARCH_FIELDS = ("learning_rate", "value", "grad", "info")
+"""The fields of a line-search state, in optax's order (then ``count`` and ``hyperparams``)."""
+
+
+def state_in_optax_order(state_cls: Callable[..., Any]) -> Callable[..., Any]:
+    """``state_cls`` built from the builder's ``(count, *fields, hyperparams)`` argument order.
+
+    :func:`jopt.hyperparam_transformation` passes ``count`` first; a line-search
+    state keeps optax's positions (``state[0]`` is the learning rate) and puts
+    ``count`` and ``hyperparams`` last.
+    """
+
+    def build(count, learning_rate, value, grad, info, hyperparams):
+        return state_cls(learning_rate, value, grad, info, count, hyperparams)
+
+    return build
+
+
 def fields_like_state(fields: tuple, state: Any) -> tuple:
-    """The new state ``fields`` in the dtypes of ``state``'s (between ``count`` and ``hyperparams``).
+    """The new state ``fields`` (:data:`LINESEARCH_FIELDS`) in the dtypes of ``state``'s.
 
     A state field that was replaced by a Python number (e.g. ``state._replace(learning_rate=1.0)``)
     takes the new value's dtype, as in optax.
     """
-    old = tuple(state)[1:-1]
+    old = tuple(getattr(state, name) for name in LINESEARCH_FIELDS)
     return jax.tree.map(lambda new, o: jnp.asarray(new, getattr(o, "dtype", None)), fields, old)
 
 
@@ -293,20 +309,22 @@ class BacktrackingLinesearchInfo(NamedTuple):
 class ScaleByBacktrackingLinesearchState(NamedTuple):
     r"""State of :func:`scale_by_backtracking_linesearch`.
 
+    The first four fields are optax's, at optax's positions.
+
     Attributes:
-      count: step counter (int32) when some hyperparameter is a schedule, else ``None``.
       learning_rate: step size :math:`\eta` accepted at the latest step.
       value: objective at the accepted point (:math:`+\infty` before the first step).
       grad: gradient at the accepted point with ``store_grad=True``, else ``None``.
       info: :class:`BacktrackingLinesearchInfo` of the latest search.
+      count: step counter (int32) when some hyperparameter is a schedule, else ``None``.
       hyperparams: hyperparameter values used at the latest step.
     """
 
-    count: Array | None
     learning_rate: Array
     value: Array
     grad: PyTree | None
     info: BacktrackingLinesearchInfo
+    count: Array | None
     hyperparams: dict[str, Array]
 
 
@@ -483,7 +501,7 @@ def scale_by_backtracking_linesearch(
         "scale_by_backtracking_linesearch",
         hp,
         _BACKTRACKING_RANGES,
-        ScaleByBacktrackingLinesearchState,
+        state_in_optax_order(ScaleByBacktrackingLinesearchState),
         step,
         init_fields,
         needs_params=True,

@@ -37,6 +37,7 @@ from jopt.transforms.linesearch import (
     line_search_transformation,
     point_on_line,
     scalar_dtype,
+    state_in_optax_order,
     take_line_search_args,
 )
 from jopt.tree import conj, safe_increment, tree_cast_like, tree_scale, tree_select, tree_zeros_like, vdot
@@ -66,20 +67,22 @@ class ZoomLinesearchInfo(NamedTuple):
 class ScaleByZoomLinesearchState(NamedTuple):
     r"""State of :func:`scale_by_zoom_linesearch`.
 
+    The first four fields are optax's, at optax's positions.
+
     Attributes:
-      count: step counter (int32) when some hyperparameter is a schedule, else ``None``.
       learning_rate: step size :math:`\eta` accepted at the latest step.
       value: objective at the accepted point (:math:`+\infty` before the first step).
       grad: gradient at the accepted point.
       info: :class:`ZoomLinesearchInfo` of the latest search.
+      count: step counter (int32) when some hyperparameter is a schedule, else ``None``.
       hyperparams: hyperparameter values used at the latest step.
     """
 
-    count: Array | None
     learning_rate: Array
     value: Array
     grad: PyTree
     info: ZoomLinesearchInfo
+    count: Array | None
     hyperparams: dict[str, Array]
 
 
@@ -487,7 +490,7 @@ def scale_by_zoom_linesearch(
         "scale_by_zoom_linesearch",
         hp,
         _ZOOM_RANGES,
-        ScaleByZoomLinesearchState,
+        state_in_optax_order(ScaleByZoomLinesearchState),
         step,
         init_fields,
         needs_params=True,
