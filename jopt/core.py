@@ -65,6 +65,7 @@ Updates = Any
 OptState = Any
 
 __all__ = [
+    "AcceptsAnyExtraArg",
     "EmptyState",
     "GradientTransformation",
     "apply_updates",
@@ -116,6 +117,30 @@ class EmptyState(NamedTuple):
     """State of a stateless transform."""
 
 
+class AcceptsAnyExtraArg(frozenset):
+    """Declared extra-argument names of a transform that also takes every other name.
+
+    ``name in declared`` is always true, so combinators forward such a transform
+    (e.g. a line search, whose ``value_fn`` takes the data as keyword arguments)
+    every extra argument of the call, while iterating yields only the names it
+    consumes itself. A combinator with such a member is itself one.
+    """
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+def _union_extra_args(members: Iterable[GradientTransformation]) -> frozenset[str]:
+    """The extra arguments a combinator declares: its members' (open if any member's is)."""
+    members = list(members)
+    names = frozenset().union(*(tx.extra_args for tx in members))
+    return (
+        AcceptsAnyExtraArg(names)
+        if any(isinstance(tx.extra_args, AcceptsAnyExtraArg) for tx in members)
+        else names
+    )
+
+
 def _warn_near_misses(given: Iterable[str], declared: frozenset[str]) -> None:
     """Warn about undeclared extra-argument names that look like misspellings of declared ones."""
     for name in given:
@@ -153,7 +178,7 @@ def transformation(
       >>> import jopt
       >>> init, update = jopt.transformation(lambda p: (), lambda u, s, p=None, **kw: (u, s))
     """
-    names = frozenset(extra_args)
+    names = extra_args if isinstance(extra_args, AcceptsAnyExtraArg) else frozenset(extra_args)
 
     def checked_update(updates, state, params=None, **kwargs):
         if names and kwargs:
@@ -250,7 +275,7 @@ def chain(*transforms: Any) -> GradientTransformation:
       >>> state = tx.init({"w": jnp.ones(3)})
     """
     members = tuple(as_transformation(tx) for tx in transforms)
-    names = frozenset().union(*(tx.extra_args for tx in members))
+    names = _union_extra_args(members)
 
     def init(params):
         return tuple(tx.init(params) for tx in members)
@@ -273,7 +298,7 @@ def named_chain(*named_transforms: tuple[str, Any]) -> GradientTransformation:
     if len(set(keys)) != len(keys):
         raise ValueError(f"named_chain names must be unique, got {keys}")
     members = tuple(as_transformation(tx) for _, tx in named_transforms)
-    names = frozenset().union(*(tx.extra_args for tx in members))
+    names = _union_extra_args(members)
 
     def init(params):
         return {k: tx.init(params) for k, tx in zip(keys, members)}

@@ -426,3 +426,21 @@ def test_value_and_grad_from_state_needs_exactly_one_stored_pair():
     two = jopt.chain(jopt.scale_by_zoom_linesearch(5), jopt.scale_by_zoom_linesearch(5)).init(params)
     with pytest.raises(KeyError, match="2 fields named 'value'"):
         value_and_grad(params, state=two)
+
+
+def test_nested_chain_forwards_data_arguments_to_the_line_search():
+    # A chain holding a line search forwards every extra argument (data for value_fn), also
+    # when that chain is itself inside another chain.
+    a = jnp.array([[2.0, 0.5], [0.5, 1.0]])
+    b = jnp.array([1.0, -1.0])
+
+    def value_fn(params, *, data):
+        return 0.5 * jnp.sum((data @ params - b) ** 2)
+
+    inner = jopt.chain(jopt.sgd(1.0), jopt.scale_by_backtracking_linesearch(max_backtracking_steps=15))
+    tx = jopt.chain(jopt.identity(), inner)
+    params = jnp.zeros(2)
+    state = tx.init(params)
+    value, grad = jax.value_and_grad(value_fn)(params, data=a)
+    updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=value_fn, data=a)
+    assert value_fn(params + updates, data=a) < value

@@ -66,7 +66,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import GradientTransformation, hyperparam_transformation
+from jopt.core import AcceptsAnyExtraArg, GradientTransformation, hyperparam_transformation
 from jopt.hyperparams import NONNEGATIVE, POSITIVE, Hyperparam, Range, cast_hyperparam, compute_dtype
 from jopt.tree import add_scale, conj, tree_cast_like, tree_scale, tree_zeros_like, vdot
 
@@ -85,18 +85,6 @@ LINESEARCH_ARGS = ("value", "grad", "value_fn")
 
 
 # --------------------------------------------------------------------------- shared plumbing
-
-
-class AcceptsAnyExtraArg(frozenset):
-    """Declared extra-argument names of a transform that also takes every other name.
-
-    ``name in declared`` is always true, so :func:`jopt.chain` forwards a line
-    search all the extra arguments of the call (data for ``value_fn``), while
-    iterating yields only the names it actually consumes.
-    """
-
-    def __contains__(self, name: object) -> bool:
-        return True
 
 
 def accepting_any_extra_arg(tx: GradientTransformation) -> GradientTransformation:
