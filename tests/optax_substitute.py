@@ -21,13 +21,15 @@ whose attributes resolve to jopt's object of the same name:
 * a private module (``optax._src.alias``, ``optax.transforms._clipping``, ...) has no jopt
   counterpart, so its name ``n`` is looked up at the public places where optax exports the
   very same object (``optax._src.alias.adam`` is ``optax.adam``, so it maps to ``jopt.adam``;
-  ``optax.contrib._muon.muon`` maps to ``jopt.contrib.muon``). A name optax does not export
-  publicly (a private helper) has no jopt counterpart.
+  ``optax.contrib._muon.muon`` maps to ``jopt.contrib.muon``), then, if ``n`` has no leading
+  underscore, in the jopt module of the same name where one exists (``optax._src.numerics``
+  -> ``jopt.numerics``, ``optax.transforms._clipping`` -> ``jopt.transforms.clipping``). An
+  optax-private helper found nowhere has no jopt counterpart.
 * a name jopt does not have raises :class:`MissingJoptName` (an ``AttributeError``) during a
   test, so the test fails and is counted. While a test module is being imported the name
   resolves to a :class:`MissingName` placeholder instead, which raises the same error as soon
-  as it is used (called, indexed, an attribute read), so one missing name used at module level
-  (e.g. in a ``parameterized`` list) fails the tests that use it, not the whole file.
+  as a test uses it, so one missing name used at module level (in a ``parameterized`` list, as
+  the base of a helper class) fails the tests that use it, not the whole file.
 
 It never falls back to optax's implementation of an optimizer, transform, schedule or
 utility. The only objects taken from optax itself are:
@@ -43,6 +45,9 @@ utility. The only objects taken from optax itself are:
   / ``TransformUpdateExtraArgsFn``, used in annotations, with no behaviour). Every protocol
   class with behaviour (``GradientTransformation``, ``GradientTransformationExtraArgs``, ``EmptyState``,
   ``StatefulSchedule``, ...) must come from jopt.
+
+What a jopt name is bound to is jopt's business: ``jopt.losses`` re-exports ``optax.losses``
+(jopt does not reimplement losses), so optax's loss tests (``--scope all``) run optax's code.
 
 ``--optax-impl=optax`` (the default) leaves optax alone: the baseline run. Both modes
 accept ``--conformance-select=FILE`` (run only the node ids listed in FILE),
@@ -111,25 +116,47 @@ class MissingJoptName(AttributeError):
 
 
 class MissingName:
-    """Placeholder for a missing name met while a test module is imported; raises on use."""
+    """Placeholder for a missing name met while a test module is imported.
+
+    While the import lasts, calling it, reading an attribute or indexing gives another
+    placeholder and subclassing it gives a class that cannot be instantiated; once a test runs,
+    any use raises :class:`MissingJoptName`. So a missing name in module-level code (a
+    ``parameterized`` list, a helper class) fails the tests that use it, not the whole file.
+    """
 
     def __init__(self, message: str):
         object.__setattr__(self, "_message", message)
 
     def _fail(self, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        raise MissingJoptName(object.__getattribute__(self, "_message"))
+        message = object.__getattribute__(self, "_message")
+        if _RESOLVER is not None and _RESOLVER.importing:
+            return MissingName(message)
+        raise MissingJoptName(message)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        self._fail()
+        return self._fail()
+
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        message = object.__getattribute__(self, "_message")
+
+        def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+            raise MissingJoptName(message)
+
+        return (type("MissingBase", (), {"__new__": new, "__doc__": message}),)
 
     def __repr__(self) -> str:
         return f"<MissingName: {object.__getattribute__(self, '_message')}>"
 
-    __call__ = __getitem__ = __iter__ = __mro_entries__ = _fail
-    __add__ = __mul__ = __setattr__ = _fail
+    __call__ = __getitem__ = _fail
+
+    def __iter__(self) -> Any:
+        __tracebackhide__ = True
+        raise MissingJoptName(object.__getattribute__(self, "_message"))
+
+    __add__ = __mul__ = __setattr__ = __iter__
     __hash__ = object.__hash__
 
 
@@ -224,6 +251,17 @@ class _Resolver:
             return None, f"{where}.{name}"
         return obj, f"{where}.{name}"
 
+    def lookup_private_mirror(self, modname: str, name: str) -> tuple[Any, str]:
+        """``optax._src.numerics.abs_sq`` -> ``jopt.numerics.abs_sq``; ``optax.P._M.n`` -> ``jopt.P.M.n``."""
+        parts = [p.lstrip("_") for p in modname.split(".")[1:] if p != "_src"]
+        where = ".".join(["jopt", *parts])
+        try:
+            mod = importlib.import_module(where)
+        except ImportError:
+            return None, f"{where} (no such module)"
+        obj = getattr(mod, name, None)
+        return (None if obj is None or isinstance(obj, types.ModuleType) else obj), f"{where}.{name}"
+
     def public_places(self, modname: str, optax_obj: Any) -> list[tuple[str, str]]:
         places = list(self.index.get(id(optax_obj), [])) if callable(optax_obj) else []
         home = ".".join(p for p in modname.split(".") if not p.startswith("_")) or "optax"
@@ -256,12 +294,16 @@ class _Resolver:
             if obj is not None:
                 return obj
             looked.append(where)
+        if not _is_public(modname) and not name.startswith("_"):
+            obj, where = self.lookup_private_mirror(modname, name)
+            if obj is not None:
+                return obj
+            looked.append(where)
         if name in TYPE_ALIASES and _is_typing_alias(optax_obj):
             return optax_obj
-        if places:
-            message = f"jopt has no counterpart of optax name {full} (looked up: {', '.join(looked)})"
-        else:
-            message = f"jopt has no counterpart of optax name {full} (private to optax, no public name)"
+        where = ", ".join(looked) if looked else "nowhere: a private helper"
+        private = "" if places else "private to optax, "
+        message = f"jopt has no counterpart of optax name {full} ({private}looked up: {where})"
         if self.importing:
             return MissingName(message)
         raise MissingJoptName(message)
@@ -301,6 +343,9 @@ def install(test_modules: dict[str, str]) -> _Resolver:
 
     real = _import_all_optax()
     resolver = _Resolver(real, test_modules)
+    for name in real:  # jopt modules that import optax must see the real one
+        if _is_public(name):
+            resolver.jopt_module(name)
     for name, mod in real.items():
         if (name, "*") in INFRASTRUCTURE:
             continue
