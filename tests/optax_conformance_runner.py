@@ -369,6 +369,8 @@ def categorize(error: str) -> tuple[str, str]:
         return "validation difference", line
     if re.search(r"AssertionError: \w+ not (raised|triggered)", line):
         return "raises/warns difference", line
+    if re.search(r"State\.__new__\(\)|State\b.*has no (field|attribute)", line):
+        return "protocol/state difference", line
     if line.startswith("TypeError") and _SIGNATURE.search(line):
         return "signature difference", line
     if _STRUCTURE.search(line):
