@@ -67,6 +67,7 @@ OptState = Any
 __all__ = [
     "AcceptsAnyExtraArg",
     "EmptyState",
+    "GradientTransformationExtraArgs",
     "GradientTransformation",
     "apply_updates",
     "as_transformation",
@@ -111,6 +112,10 @@ class GradientTransformation(NamedTuple):
     def extra_args(self) -> frozenset[str]:
         """Names of the extra keyword arguments ``update`` consumes (e.g. ``{"value"}``)."""
         return getattr(self.update, "extra_args", frozenset())
+
+
+GradientTransformationExtraArgs = GradientTransformation
+"""optax's name for a transformation whose ``update`` takes extra arguments: every jopt one does."""
 
 
 class EmptyState(NamedTuple):

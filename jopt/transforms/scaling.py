@@ -87,7 +87,7 @@ class ScheduleState(NamedTuple):
     hyperparams: dict[str, Array]
 
 
-def scale_by_schedule(schedule: Hyperparam, *, name: str = "step_size") -> GradientTransformation:
+def scale_by_schedule(step_size_fn: Hyperparam, *, name: str = "step_size") -> GradientTransformation:
     r"""Multiply updates by :math:`s(t)` where ``t`` counts calls to ``update``.
 
     Example:
@@ -99,11 +99,11 @@ def scale_by_schedule(schedule: Hyperparam, *, name: str = "step_size") -> Gradi
     def init(params):
         del params
         count = jnp.zeros([], jnp.int32)
-        return ScheduleState(count, {name: _logged(resolve(schedule, count))})
+        return ScheduleState(count, {name: _logged(resolve(step_size_fn, count))})
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
-        value = resolve(schedule, state.count)
+        value = resolve(step_size_fn, state.count)
         return tree_scale(updates, value), ScheduleState(safe_increment(state.count), {name: _logged(value)})
 
     return transformation(init, update)
