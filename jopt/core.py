@@ -414,7 +414,8 @@ def hyperparam_transformation(
     (optax's arithmetic), arrays and schedules become arrays of at least float32.
     The returned updates are cast to the incoming updates' dtypes.
     ``needs_params`` raises a ``ValueError`` naming ``owner`` when ``update`` gets
-    no ``params``.
+    no ``params``. A transform without state fields accepts ``state=None`` (as
+    optax's stateless transforms do) and starts from its initial state.
 
     Example:
       >>> import jax, jax.numpy as jnp, jopt
@@ -445,6 +446,8 @@ def hyperparam_transformation(
     def update(updates, state, params=None, **extra):
         if needs_params and params is None:
             raise ValueError(f"{owner} needs params: call update(updates, state, params)")
+        if state is None and init_fields is _no_fields:  # optax lets stateless transforms take None
+            state = init(params)
         resolved = resolve_hyperparams(hyperparams, state.count)
         h = {**resolved, **{k: v for k, v in extra.items() if k in extra_args}}
         count_inc = next_count(state.count)

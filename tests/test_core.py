@@ -51,6 +51,13 @@ def test_unknown_extra_arguments_are_ignored_like_optax():
     np.testing.assert_allclose(u["w"], -0.1 * jnp.ones(2), rtol=1e-5)
 
 
+def test_stateless_transforms_accept_none_state_like_optax():
+    u = {"w": jnp.full(4, 2.0)}
+    ours, _ = jopt.clip_by_global_norm(1.0).update(u, None)
+    ref, _ = optax.clip_by_global_norm(1.0).update(u, None)
+    np.testing.assert_array_equal(ours["w"], ref["w"])
+
+
 def test_transformation_unpacks_as_init_update_pair():
     init, update = jopt.adam(0.1)
     params = {"w": jnp.ones(2)}
