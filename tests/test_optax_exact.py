@@ -157,3 +157,13 @@ def test_bf16_parameters_keep_float32_hyperparameters_unlike_optax():
         mu = mu.astype(np.float32)
     assert state.mu["w"].dtype == jnp.bfloat16
     assert not np.array_equal(np.asarray(ref_state.mu["w"]), np.asarray(state.mu["w"]))
+
+
+@pytest.mark.parametrize("mode", ["hard", "smooth", "refined"])
+def test_lion_modes_equal_optax(mode):
+    prob = mlp()
+    ours = _run(jopt.chain(jopt.scale_by_lion(mode=mode, smooth_beta=2.0), jopt.scale(-1e-3)), prob, 30)
+    ref = _run(optax.chain(optax.scale_by_lion(mode=mode, smooth_beta=2.0), optax.scale(-1e-3)), prob, 30)
+    assert_trees_equal(ours, ref, err_msg=mode)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        jopt.scale_by_lion(mode="invalid")
