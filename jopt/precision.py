@@ -180,9 +180,6 @@ class LossScaleState(NamedTuple):
     hyperparams: dict[str, Array]
 
 
-
-
-
 def _as_array(value: Any) -> Array:
     """A resolved hyperparameter as an array (the loss-scale state keeps all of them)."""
     return jnp.asarray(value, hyperparam_dtype()) if is_python_number(value) else value

@@ -84,9 +84,7 @@ def _momentum(
         out = jax.tree.map(accumulate, updates, new_trace) if nesterov else new_trace
         return out, (new_trace,)
 
-    return hyperparam_transformation(
-        owner, {name: decay}, {name: PROBABILITY}, TraceState, step, init_fields
-    )
+    return hyperparam_transformation(owner, {name: decay}, {name: PROBABILITY}, TraceState, step, init_fields)
 
 
 def trace(
