@@ -100,6 +100,23 @@ def nnx_optimizer_program(lib, steps: int = 30):
     return np.asarray(losses), nnx.state(model, nnx.Param)
 
 
+def _optax_loop(lib, tx, loss_fn, params, steps: int):
+    """optax's documented loop: jitted value_and_grad, ``tx.update``, ``lib.apply_updates``."""
+    opt_state = jax.jit(tx.init)(params)
+
+    @jax.jit
+    def step(params, opt_state):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return lib.apply_updates(params, updates), opt_state, loss
+
+    losses = []
+    for _ in range(steps):
+        params, opt_state, loss = step(params, opt_state)
+        losses.append(loss)
+    return np.asarray(losses), params, opt_state
+
+
 def plain_loop_program(lib, steps: int = 40):
     x, y = _classification_data(seed=1)
     rng = np.random.default_rng(2)
@@ -113,20 +130,8 @@ def plain_loop_program(lib, steps: int = 40):
     def loss_fn(p):
         return _cross_entropy(jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"], y)
 
-    tx = lib.adam(learning_rate=3e-3)
-    opt_state = tx.init(params)
-
-    @jax.jit
-    def step(params, opt_state):
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return lib.apply_updates(params, updates), opt_state, loss
-
-    losses = []
-    for _ in range(steps):
-        params, opt_state, loss = step(params, opt_state)
-        losses.append(loss)
-    return np.asarray(losses), params
+    losses, params, _ = _optax_loop(lib, lib.adam(learning_rate=3e-3), loss_fn, params, steps)
+    return losses, params
 
 
 def _lm1b_schedule(lib, base: float, warmup: int):
@@ -163,21 +168,10 @@ def fsdp_program(lib, steps: int = 20):
         return _cross_entropy(h @ p["head"], y)
 
     tx = lib.adamw(_lm1b_schedule(lib, 3e-3, 5), b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.1)
-    opt_state = jax.jit(tx.init)(params)
-
-    @jax.jit
-    def step(params, opt_state):
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return lib.apply_updates(params, updates), opt_state, loss
-
-    losses = []
-    for _ in range(steps):
-        params, opt_state, loss = step(params, opt_state)
-        losses.append(loss)
+    losses, params, opt_state = _optax_loop(lib, tx, loss_fn, params, steps)
     mu = opt_state[0].mu  # Adam's first moment follows the parameters' sharding
     assert mu["embed"].sharding.spec == params["embed"].sharding.spec
-    return np.asarray(losses), params
+    return losses, params
 
 
 PROGRAMS = {
