@@ -429,3 +429,11 @@ def test_schedules_are_logged_for_current_hyperparams():
     hp = jopt.current_hyperparams(state)
     np.testing.assert_allclose(hp["alpha"], 1.0 / 3)
     assert "beta" not in hp  # a constant is not stored
+
+
+def test_optimistic_adam_is_deprecated_like_optax():
+    with pytest.warns(DeprecationWarning, match="use `optimistic_adam_v2` instead"):
+        jopt.optimistic_adam(0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jopt.optimistic_adam_v2(0.1)

@@ -10,6 +10,7 @@ rate :math:`\eta_t` is applied last, so the parameter update is
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from jopt.core import GradientTransformation, chain
@@ -149,7 +150,14 @@ def optimistic_adam(
       >>> updates, state = opt.update({"w": jnp.array([2.0, -4.0])}, opt.init(params), params)
       >>> [round(x, 4) for x in updates["w"].tolist()]  # first step: -lr * sign(g)
       [-0.1, 0.1]
+
+    Deprecated, as in optax: new code should call :func:`jopt.optimistic_adam_v2`.
     """
+    warnings.warn(
+        "optimistic_adam is deprecated (as in optax); use `optimistic_adam_v2` instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     if optimism is None:
         optimism = learning_rate
     check_hyperparams(
