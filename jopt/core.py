@@ -51,8 +51,8 @@ import jax.numpy as jnp
 from jopt.hyperparams import (
     Hyperparam,
     Range,
+    as_array,
     check_hyperparams,
-    hyperparam_dtype,
     is_python_number,
     resolve,
 )
@@ -350,11 +350,7 @@ def stored_hyperparams(
     only slow the step down. Arrays (including traced values, e.g. in a sweep)
     and schedules are stored.
     """
-    return {
-        k: jnp.asarray(v, hyperparam_dtype()) if is_python_number(v) else v
-        for k, v in resolved.items()
-        if not is_python_number(hyperparams[k])
-    }
+    return {k: as_array(v) for k, v in resolved.items() if not is_python_number(hyperparams[k])}
 
 
 def initial_count(hyperparams: Mapping[str, Hyperparam]) -> Array | None:

@@ -64,6 +64,7 @@ __all__ = [
     "Hyperparam",
     "Range",
     "Schedule",
+    "as_array",
     "cast_hyperparam",
     "check_hyperparam",
     "check_hyperparams",
@@ -124,6 +125,17 @@ def resolve(value: Hyperparam, count: Array | int | None) -> Array | float:
         return value
     value = jnp.asarray(value)
     return value.astype(compute_dtype(value.dtype)) if value.dtype != jnp.bool_ else value
+
+
+def as_array(value: Array | float) -> Array:
+    """A resolved hyperparameter as an array (a Python number in :func:`hyperparam_dtype`), e.g. for a state.
+
+    Example:
+      >>> from jopt.hyperparams import as_array
+      >>> as_array(0.5).dtype
+      dtype('float32')
+    """
+    return jnp.asarray(value, hyperparam_dtype()) if is_python_number(value) else value
 
 
 def cast_hyperparam(value: Array | float, dtype: Any) -> Array | float:

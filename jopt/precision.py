@@ -49,10 +49,9 @@ import jax.numpy as jnp
 from jopt.core import GradientTransformation, as_transformation, transformation
 from jopt.hyperparams import (
     Hyperparam,
+    as_array,
     check_hyperparam,
-    hyperparam_dtype,
     is_concrete,
-    is_python_number,
     resolve,
 )
 from jopt.tree import safe_increment, tree_all_finite
@@ -180,11 +179,6 @@ class LossScaleState(NamedTuple):
     hyperparams: dict[str, Array]
 
 
-def _as_array(value: Any) -> Array:
-    """A resolved hyperparameter as an array (the loss-scale state keeps all of them)."""
-    return jnp.asarray(value, hyperparam_dtype()) if is_python_number(value) else value
-
-
 def dynamic_loss_scale(
     inner: Any,
     initial_scale: Hyperparam = 2.0**15,
@@ -250,17 +244,17 @@ def dynamic_loss_scale(
         zero = jnp.zeros([], jnp.int32)
         return LossScaleState(
             count=zero,
-            loss_scale=_as_array(resolve(initial_scale, zero)),
+            loss_scale=as_array(resolve(initial_scale, zero)),
             good_steps=zero,
             skipped=zero,
             last_finite=jnp.array(True),
             inner_state=inner.init(params),
-            hyperparams={k: _as_array(resolve(v, zero)) for k, v in hp.items()},
+            hyperparams={k: as_array(resolve(v, zero)) for k, v in hp.items()},
         )
 
     def update(updates, state, params=None, **extra_args):
         kwargs = {k: v for k, v in extra_args.items() if k in inner.extra_args}
-        h = {k: _as_array(resolve(v, state.count)) for k, v in hp.items()}
+        h = {k: as_array(resolve(v, state.count)) for k, v in hp.items()}
         scale = state.loss_scale
         grads = unscale_grads(updates, scale)
         finite = tree_all_finite(grads)

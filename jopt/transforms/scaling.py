@@ -21,7 +21,7 @@ from jopt.core import (
     stored_hyperparams,
     transformation,
 )
-from jopt.hyperparams import Hyperparam, check_hyperparam, hyperparam_dtype, is_python_number, resolve
+from jopt.hyperparams import Hyperparam, as_array, check_hyperparam, resolve
 from jopt.tree import safe_increment, tree_scale
 
 Array = jax.Array
@@ -50,11 +50,6 @@ class StatefulSchedule(Protocol):
     def init(self) -> Any: ...
 
     def update(self, state: Any, count: Array, **extra_args: Any) -> tuple[Array, Any]: ...
-
-
-def _logged(value: Array | float) -> Array:
-    """A resolved hyperparameter as the array kept in the state for logging."""
-    return jnp.asarray(value, hyperparam_dtype()) if is_python_number(value) else value
 
 
 class ScaleState(NamedTuple):
@@ -99,12 +94,12 @@ def scale_by_schedule(step_size_fn: Hyperparam, *, name: str = "step_size") -> G
     def init(params):
         del params
         count = jnp.zeros([], jnp.int32)
-        return ScheduleState(count, {name: _logged(resolve(step_size_fn, count))})
+        return ScheduleState(count, {name: as_array(resolve(step_size_fn, count))})
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         value = resolve(step_size_fn, state.count)
-        return tree_scale(updates, value), ScheduleState(safe_increment(state.count), {name: _logged(value)})
+        return tree_scale(updates, value), ScheduleState(safe_increment(state.count), {name: as_array(value)})
 
     return transformation(init, update)
 
@@ -154,19 +149,19 @@ def scale_by_learning_rate(
         if stateful is None:  # a step counter only for a schedule; the rate is always logged
             count = initial_count({"learning_rate": learning_rate})
             return ScaleByLearningRateState(
-                count, EmptyState(), {"learning_rate": _logged(resolve(learning_rate, count))}
+                count, EmptyState(), {"learning_rate": as_array(resolve(learning_rate, count))}
             )
         count = jnp.zeros([], jnp.int32)
         schedule_state = stateful.init()
         first = getattr(stateful, "initial_value", None)
         lr0 = resolve(first if first is not None else 0.0, count)
-        return ScaleByLearningRateState(count, schedule_state, {"learning_rate": _logged(lr0)})
+        return ScaleByLearningRateState(count, schedule_state, {"learning_rate": as_array(lr0)})
 
     def update(updates, state, params=None, **extra_args):
         del params
         lr, schedule_state = current(state.count, state.schedule_state, extra_args)
         updates = tree_scale(updates, sign * lr)
-        logged = {"learning_rate": _logged(lr)}
+        logged = {"learning_rate": as_array(lr)}
         new_state = ScaleByLearningRateState(next_count(state.count), schedule_state, logged)
         return updates, new_state
 
