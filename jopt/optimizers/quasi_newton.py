@@ -18,7 +18,6 @@ from typing import Any
 
 from jopt.core import GradientTransformation, chain, identity
 from jopt.hyperparams import Hyperparam
-from jopt.transforms.linesearch import accepting_any_extra_arg
 from jopt.transforms.quasi_newton import scale_by_lbfgs
 from jopt.transforms.scaling import scale, scale_by_learning_rate
 from jopt.transforms.zoom_linesearch import scale_by_zoom_linesearch
@@ -78,10 +77,9 @@ def lbfgs(
       [1. 1.]
     """
     base_scaling = scale(-1.0) if learning_rate is None else scale_by_learning_rate(learning_rate)
-    tx = chain(
+    # A jopt line search takes any extra argument (data for its value_fn), so this chain does too.
+    return chain(
         scale_by_lbfgs(memory_size=memory_size, scale_init_precond=scale_init_precond),
         base_scaling,
         identity() if linesearch is None else linesearch,
     )
-    # Data for the line search's value_fn (any extra argument) passes through this chain too.
-    return accepting_any_extra_arg(tx)

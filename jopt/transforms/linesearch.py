@@ -87,17 +87,6 @@ LINESEARCH_ARGS = ("value", "grad", "value_fn")
 # --------------------------------------------------------------------------- shared plumbing
 
 
-def accepting_any_extra_arg(tx: GradientTransformation) -> GradientTransformation:
-    """``tx`` with its declared extra arguments marked as :class:`AcceptsAnyExtraArg`."""
-
-    def update(updates, state, params=None, **extra_args):
-        return tx.update(updates, state, params, **extra_args)
-
-    update.extra_args = AcceptsAnyExtraArg(tx.extra_args)  # type: ignore[attr-defined]
-    update.__wrapped__ = tx.update  # type: ignore[attr-defined]
-    return GradientTransformation(tx.init, update)
-
-
 def _bind_data(owner: str, value_fn: Callable[..., Array], data: Mapping[str, Any]) -> Callable[..., Array]:
     """``value_fn`` with ``data`` bound as keywords.
 
