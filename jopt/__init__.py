@@ -35,7 +35,7 @@ from jopt.schedules import (  # noqa: F401  (optax's schedules, as optax.<name>)
     warmup_exponential_decay_schedule,
 )
 from jopt.transforms import *  # noqa: F401,F403
-from jopt import numerics, projections, tree_utils  # noqa: F401
+from jopt import contrib, numerics, projections, tree_utils  # noqa: F401
 from jopt.numerics import safe_increment, safe_int32_increment, safe_norm, safe_root_mean_squares  # noqa: F401
 from jopt.tree import bias_correction, global_norm, map_params as tree_map_params  # noqa: F401
 from jopt.tree import update_infinity_moment, update_moment, update_moment_per_elem_norm  # noqa: F401

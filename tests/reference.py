@@ -66,7 +66,36 @@ def mlp() -> Problem:
     return Problem("mlp", params, loss)
 
 
-PROBLEMS = {"quadratic": quadratic, "rosenbrock": rosenbrock, "mlp": mlp}
+def mlp3d() -> Problem:
+    """MLP regression with matrix, vector and 3-D leaves (a stack of two square layers).
+
+    Leaves: ``inp/w`` (5, 8), ``inp/b`` (8,), ``stack/w`` (2, 8, 8), ``stack/b`` (2, 8),
+    ``out/w`` (8, 2), ``out/b`` (2,) — the shapes Muon-, Shampoo- and SOAP-style
+    optimizers treat differently (matrices, vectors, stacked matrices).
+    """
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(32, 5)), jnp.float32)
+    y = jnp.asarray(np.sin(rng.normal(size=(32, 2))), jnp.float32)
+
+    def dense(shape):
+        return jnp.asarray(rng.normal(size=shape) / np.sqrt(shape[-2]), jnp.float32)
+
+    params = {
+        "inp": {"w": dense((5, 8)), "b": jnp.zeros(8, jnp.float32)},
+        "stack": {"w": dense((2, 8, 8)), "b": jnp.zeros((2, 8), jnp.float32)},
+        "out": {"w": dense((8, 2)), "b": jnp.zeros(2, jnp.float32)},
+    }
+
+    def loss(p):
+        h = jnp.tanh(x @ p["inp"]["w"] + p["inp"]["b"])
+        for i in range(2):
+            h = jnp.tanh(h @ p["stack"]["w"][i] + p["stack"]["b"][i])
+        return jnp.mean((h @ p["out"]["w"] + p["out"]["b"] - y) ** 2)
+
+    return Problem("mlp3d", params, loss)
+
+
+PROBLEMS = {"quadratic": quadratic, "rosenbrock": rosenbrock, "mlp": mlp, "mlp3d": mlp3d}
 
 
 def trajectory(tx, problem: Problem, steps: int = 100, *, pass_value: bool = False, apply=None):

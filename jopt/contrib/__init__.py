@@ -1,0 +1,9 @@
+"""``jopt.contrib``: the names of ``optax.contrib``, so ``optax.contrib.<name>`` code switches by the import.
+
+Every name here is also a top-level ``jopt`` name (jopt has no second tier of
+optimizers); this module only mirrors optax's layout. Each optimizer module
+adds its names below as it lands.
+"""
+
+from jopt.schedules.plateau import reduce_on_plateau as reduce_on_plateau
+from jopt.transforms.normalization import NormalizeState as NormalizeState
