@@ -74,6 +74,7 @@ __all__ = [
     "chain",
     "current_hyperparams",
     "identity",
+    "init_empty_state",
     "hyperparam_transformation",
     "named_chain",
     "resolve_hyperparams",
@@ -81,6 +82,7 @@ __all__ = [
     "stored_hyperparams",
     "transformation",
     "with_extra_args",
+    "with_extra_args_support",
 ]
 
 
@@ -114,8 +116,13 @@ class GradientTransformation(NamedTuple):
         return getattr(self.update, "extra_args", frozenset())
 
 
-GradientTransformationExtraArgs = GradientTransformation
-"""optax's name for a transformation whose ``update`` takes extra arguments: every jopt one does."""
+class GradientTransformationExtraArgs(GradientTransformation):
+    """A transformation whose ``update`` accepts extra keyword arguments (optax's class of that name).
+
+    Every transformation jopt builds (with :func:`transformation` and the
+    combinators) is one; a bare ``GradientTransformation(init, update)`` written
+    by hand is not, until wrapped by :func:`with_extra_args_support`, as in optax.
+    """
 
 
 class EmptyState(NamedTuple):
@@ -162,8 +169,10 @@ def _warn_near_misses(given: Iterable[str], declared: frozenset[str]) -> None:
 
 
 def _with_extra_args_attr(update: Callable[..., Any], names: frozenset[str]) -> UpdateFn:
+    """``update`` declaring ``names``, called with the declared extra arguments only."""
+
     def update_with_names(updates, state, params=None, **extra_args):
-        return update(updates, state, params, **extra_args)
+        return update(updates, state, params, **{k: v for k, v in extra_args.items() if k in names})
 
     update_with_names.extra_args = names  # type: ignore[attr-defined]
     update_with_names.__wrapped__ = update  # type: ignore[attr-defined]
@@ -192,7 +201,13 @@ def transformation(
 
     checked_update.extra_args = names  # type: ignore[attr-defined]
     checked_update.__wrapped__ = update  # type: ignore[attr-defined]
-    return GradientTransformation(init, checked_update)
+    return GradientTransformationExtraArgs(init, checked_update)
+
+
+def init_empty_state(params: Params) -> EmptyState:
+    """The ``init`` of a transform without state (optax's name)."""
+    del params
+    return EmptyState()
 
 
 def stateless(
@@ -200,15 +215,11 @@ def stateless(
 ) -> GradientTransformation:
     """A transform with no state from ``f(updates, params) -> updates`` (optax's signature)."""
 
-    def init(params):
-        del params
-        return EmptyState()
-
     def update(updates, state, params=None, **extra_args):
         del extra_args
         return f(updates, params), state
 
-    return transformation(init, update)
+    return transformation(init_empty_state, update)
 
 
 def identity() -> GradientTransformation:
@@ -217,14 +228,23 @@ def identity() -> GradientTransformation:
 
 
 def _foreign_extra_args(tx: Any) -> frozenset[str]:
-    names = getattr(tx, "extra_args", None)
+    """Declared names of a transform jopt did not build: its ``extra_args``, else its signature's.
+
+    From the signature: the keyword-only parameters of ``update``; when it also
+    takes ``**kwargs`` (optax's ``GradientTransformationExtraArgs``), every name.
+    """
+    names = getattr(tx.update, "extra_args", None)
+    if names is None and not isinstance(tx, GradientTransformation):
+        names = getattr(tx, "extra_args", None)
     if isinstance(names, frozenset):
         return names
     try:
-        sig = inspect.signature(tx.update)
+        params = inspect.signature(tx.update).parameters.values()
     except (TypeError, ValueError):
         return frozenset()
-    return frozenset(p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    keyword_only = frozenset(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    return AcceptsAnyExtraArg(keyword_only) if takes_any else keyword_only
 
 
 def with_extra_args(tx: Any, *names: str) -> GradientTransformation:
@@ -234,7 +254,20 @@ def with_extra_args(tx: Any, *names: str) -> GradientTransformation:
       >>> import jopt, optax
       >>> tx = jopt.with_extra_args(optax.chain(optax.contrib.reduce_on_plateau()), "value")
     """
-    return GradientTransformation(tx.init, _with_extra_args_attr(tx.update, frozenset(names)))
+    return GradientTransformationExtraArgs(tx.init, _with_extra_args_attr(tx.update, frozenset(names)))
+
+
+def with_extra_args_support(tx: Any) -> GradientTransformationExtraArgs:
+    """``tx`` as a :class:`GradientTransformationExtraArgs`, dropping extra arguments it does not take.
+
+    Example:
+      >>> import jopt
+      >>> bare = jopt.GradientTransformation(lambda p: (), lambda u, s, p=None: (u, s))
+      >>> tx = jopt.with_extra_args_support(bare)
+      >>> isinstance(tx, jopt.GradientTransformationExtraArgs), tx.update(1.0, (), unused="x")[0]
+      (True, 1.0)
+    """
+    return as_transformation(tx)
 
 
 def as_transformation(tx: Any) -> GradientTransformation:
@@ -251,11 +284,11 @@ def as_transformation(tx: Any) -> GradientTransformation:
       >>> tx.extra_args
       frozenset()
     """
-    if isinstance(tx, GradientTransformation) and hasattr(tx.update, "extra_args"):
+    if isinstance(tx, GradientTransformationExtraArgs) and hasattr(tx.update, "extra_args"):
         return tx
     if not (hasattr(tx, "init") and hasattr(tx, "update")):
         raise TypeError(f"expected a gradient transformation (init and update), got {type(tx).__name__}")
-    return GradientTransformation(tx.init, _with_extra_args_attr(tx.update, _foreign_extra_args(tx)))
+    return GradientTransformationExtraArgs(tx.init, _with_extra_args_attr(tx.update, _foreign_extra_args(tx)))
 
 
 def _run_chain(members, states, updates, params, extra_args):
@@ -410,8 +443,8 @@ def hyperparam_transformation(
     (optax's arithmetic), arrays and schedules become arrays of at least float32.
     The returned updates are cast to the incoming updates' dtypes.
     ``needs_params`` raises a ``ValueError`` naming ``owner`` when ``update`` gets
-    no ``params``. A transform without state fields accepts ``state=None`` (as
-    optax's stateless transforms do) and starts from its initial state.
+    no ``params``. A transform without state fields accepts any other ``state`` (e.g. ``None``,
+    as optax's stateless transforms do) and starts from its initial state.
 
     Example:
       >>> import jax, jax.numpy as jnp, jopt
@@ -442,8 +475,8 @@ def hyperparam_transformation(
     def update(updates, state, params=None, **extra):
         if needs_params and params is None:
             raise ValueError(f"{owner} needs params: call update(updates, state, params)")
-        if state is None and init_fields is _no_fields:  # optax lets stateless transforms take None
-            state = init(params)
+        if init_fields is _no_fields and not isinstance(state, state_cls):
+            state = init(params)  # optax's stateless transforms ignore the state they are given (e.g. None)
         resolved = resolve_hyperparams(hyperparams, state.count)
         h = {**resolved, **{k: v for k, v in extra.items() if k in extra_args}}
         count_inc = next_count(state.count)

@@ -67,6 +67,52 @@ def test_transformation_unpacks_as_init_update_pair():
     assert "value" in jopt.sgd(jopt.reduce_on_plateau(0.1)).extra_args
 
 
+def test_extra_args_class_follows_optax():
+    # jopt-built transforms are GradientTransformationExtraArgs; a bare pair written by hand is not until
+    # wrapped, as in optax (optax's base_test::test_isinstance).
+    bare = jopt.GradientTransformation(lambda p: {}, lambda u, s, p=None: (u, s))
+    assert not isinstance(bare, jopt.GradientTransformationExtraArgs)
+    assert isinstance(jopt.adam(0.1), jopt.GradientTransformationExtraArgs)
+    assert isinstance(jopt.chain(bare, bare), jopt.GradientTransformationExtraArgs)
+    wrapped = jopt.with_extra_args_support(bare)
+    assert isinstance(wrapped, jopt.GradientTransformationExtraArgs)
+    assert wrapped.update({"w": 1.0}, {}, ignored="x")[0] == {"w": 1.0}
+
+
+def test_hand_written_extra_args_member_gets_its_arguments_in_combinators():
+    # update(..., *, arg, **kw): the required keyword-only `arg` reaches it through chain and partition,
+    # and (having **kw) so does every other extra argument; a member without **kw gets only its names.
+    seen = []
+
+    def update_with_arg(updates, state, params=None, *, arg, **extra):
+        seen.append((arg, sorted(extra)))
+        return updates, state
+
+    def update_no_kwargs(updates, state, params=None, *, arg):
+        seen.append((arg, []))
+        return updates, state
+
+    with_arg = jopt.GradientTransformationExtraArgs(lambda p: (), update_with_arg)
+    strict = jopt.GradientTransformation(lambda p: (), update_no_kwargs)
+    params = ({"u": jnp.ones(1)}, {"v": jnp.ones(1)})
+    for tx in (
+        jopt.chain(jopt.sgd(0.1), with_arg, strict),
+        jopt.partition({"a": strict, "b": with_arg}, ("a", "b")),
+    ):
+        seen.clear()
+        tx.update(params, tx.init(params), arg=1, other=2)
+        assert sorted(seen) == [(1, []), (1, ["other"])]
+        with pytest.raises(TypeError, match="arg"):
+            tx.update(params, tx.init(params))
+
+
+def test_stateless_builder_transforms_ignore_the_state_they_are_given_like_optax():
+    # optax's add_decayed_weights ignores its state; jopt's starts from its initial state instead.
+    w = {"w": jnp.ones(2)}
+    u, _ = jopt.add_decayed_weights(0.1).update(w, 0, w)
+    np.testing.assert_array_equal(u["w"], optax.add_decayed_weights(0.1).update(w, 0, w)[0]["w"])
+
+
 def test_optax_transform_inside_jopt_chain_and_back():
     prob = quadratic()
     ours = trajectory(jopt.chain(optax.scale_by_adam(), jopt.scale_by_learning_rate(0.05)), prob)

@@ -66,7 +66,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jopt.core import AcceptsAnyExtraArg, GradientTransformation, hyperparam_transformation
+from jopt.core import (
+    AcceptsAnyExtraArg,
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    hyperparam_transformation,
+)
 from jopt.hyperparams import NONNEGATIVE, POSITIVE, Hyperparam, Range, cast_hyperparam, compute_dtype
 from jopt.tree import add_scale, conj, tree_cast_like, tree_scale, tree_zeros_like, vdot
 
@@ -132,7 +137,7 @@ def line_search_transformation(owner: str, core: GradientTransformation) -> Grad
 
     update.extra_args = AcceptsAnyExtraArg(LINESEARCH_ARGS)  # type: ignore[attr-defined]
     update.__wrapped__ = core.update  # type: ignore[attr-defined]
-    return GradientTransformation(core.init, update)
+    return GradientTransformationExtraArgs(core.init, update)
 
 
 def take_line_search_args(h: dict[str, Any]) -> tuple[Array, PyTree, Callable[..., Array]]:

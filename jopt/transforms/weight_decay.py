@@ -80,6 +80,8 @@ def add_decayed_weights(weight_decay: Hyperparam = 0.0, mask: MaskOrFn = None) -
             new = (u.astype(dt) + cast_hyperparam(wd, dt) * p.astype(dt)).astype(u.dtype)
             return new if on is True else jnp.where(on, new, u)
 
+        if updates is None:  # optax passes None updates through
+            return None, ()
         selected = resolve_mask(mask, params)
         new = jax.tree.map(
             lambda on, u, p: decay(u, p, on) if on is not False else u, selected, updates, params

@@ -63,8 +63,8 @@ def _ema(
     def one(g, m):
         if g is None:
             return None
-        dt = compute_dtype(jnp.promote_types(g.dtype, m.dtype))
-        gk = power(g.astype(dt))
+        dt = compute_dtype(jnp.promote_types(jnp.result_type(g), m.dtype))
+        gk = power(jnp.asarray(g, dt))
         if real_power:
             dt = compute_dtype(jnp.promote_types(gk.dtype, m.dtype))
         d = cast_hyperparam(decay, dt)
