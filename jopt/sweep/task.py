@@ -237,6 +237,7 @@ def supervised_task(
     batch_size: int | Callable[[Hyperparams], int] = 128,
     objective: str = "loss",
     fold_seed: int = 0,
+    eval_params: Callable[[Any, Any], Any] | None = None,
 ) -> Task:
     """A classification task from a flax model, a jopt optimizer factory and a dataset.
 
@@ -250,6 +251,10 @@ def supervised_task(
       objective: ``"loss"`` (validation cross-entropy) or ``"error"`` (1 - accuracy); minimize either.
       fold_seed: shuffle seed of the k-fold split in a cross-validated sweep
         (``folds=k``: the training set is split, the validation set is unused).
+      eval_params: ``(opt_state, params) -> params`` at which to evaluate, for
+        optimizers whose evaluation point is not the training point, e.g.
+        ``jopt.schedule_free_eval_params``; also what the task's ``params`` (and
+        so :meth:`SweepResult.params`) returns. ``None``: the training parameters.
 
     Returns:
       A :class:`Task` with :class:`TrainState` states, training metric ``loss`` and
@@ -274,6 +279,9 @@ def supervised_task(
         if k not in splits:
             splits[k] = folds_lib.kfold_split(n_train, k, fold_seed)
         return splits[k]
+
+    def params_of(state: TrainState) -> Any:
+        return state.params if eval_params is None else eval_params(state.opt_state, state.params)
 
     def init(hp, key):
         module = _resolve(model, hp)
@@ -304,11 +312,11 @@ def supervised_task(
         else:
             x, y = data.x_val, data.y_val
             weight = jnp.ones(y.shape, jnp.float32)
-        logits = module.apply(state.params, x)
+        logits = module.apply(params_of(state), x)
         total = jnp.sum(weight)
         loss = jnp.sum(weight * _cross_entropy(logits, y)) / total
         acc = jnp.sum(weight * (jnp.argmax(logits, -1) == y)) / total
         value = loss if objective == "loss" else 1.0 - acc
         return value, {"loss": loss, "accuracy": acc}
 
-    return Task(init, step, evaluate, params=lambda s: s.params)
+    return Task(init, step, evaluate, params=params_of)
