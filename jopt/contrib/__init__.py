@@ -7,3 +7,8 @@ adds its names below as it lands.
 
 from jopt.schedules.plateau import reduce_on_plateau as reduce_on_plateau
 from jopt.transforms.normalization import NormalizeState as NormalizeState
+from jopt.transforms.schedule_free import ScheduleFreeState as ScheduleFreeState
+from jopt.transforms.schedule_free import schedule_free as schedule_free
+from jopt.transforms.schedule_free import schedule_free_eval_params as schedule_free_eval_params
+from jopt.optimizers.schedule_free import schedule_free_adamw as schedule_free_adamw
+from jopt.optimizers.schedule_free import schedule_free_sgd as schedule_free_sgd

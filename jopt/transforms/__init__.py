@@ -31,3 +31,4 @@ from jopt.transforms.gradient_scaling import *  # noqa: F401,F403
 from jopt.transforms.normalization import *  # noqa: F401,F403
 from jopt.transforms.per_example import *  # noqa: F401,F403
 from jopt.transforms.target_updates import *  # noqa: F401,F403
+from jopt.transforms.schedule_free import *  # noqa: F401,F403
