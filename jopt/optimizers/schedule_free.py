@@ -74,17 +74,16 @@ def schedule_free_sgd(
 
     Example:
       >>> import jax, jax.numpy as jnp, jopt
-      >>> from jopt.optimizers.schedule_free import schedule_free_sgd
-      >>> from jopt.transforms.schedule_free import schedule_free_eval_params
       >>> f = lambda p: jnp.sum(p**2)
-      >>> opt = schedule_free_sgd(learning_rate=0.1)
+      >>> opt = jopt.schedule_free_sgd(learning_rate=0.1)
       >>> params = jnp.array([1.0, 2.0, 3.0])
       >>> state = opt.init(params)
       >>> for _ in range(20):
       ...     updates, state = opt.update(jax.grad(f)(params), state, params)
       ...     params = jopt.apply_updates(params, updates)
-      >>> print(f"{f(params):.4f} {f(schedule_free_eval_params(state, params)):.4f}")  # train, eval point
-      0.0092 0.0002
+      >>> x = jopt.schedule_free_eval_params(state, params)
+      >>> print(f"train point {f(params):.4f}, eval point {f(x):.4f}")
+      train point 0.0092, eval point 0.0002
     """
     check_hyperparams(
         "schedule_free_sgd",
@@ -146,17 +145,16 @@ def schedule_free_adamw(
 
     Example:
       >>> import jax, jax.numpy as jnp, jopt
-      >>> from jopt.optimizers.schedule_free import schedule_free_adamw
-      >>> from jopt.transforms.schedule_free import schedule_free_eval_params
       >>> f = lambda p: jnp.sum(p**2)
-      >>> opt = schedule_free_adamw(learning_rate=0.1, warmup_steps=10)
+      >>> opt = jopt.schedule_free_adamw(learning_rate=0.1, warmup_steps=10)
       >>> params = jnp.array([1.0, 2.0, 3.0])
       >>> state = opt.init(params)
       >>> for _ in range(100):
       ...     updates, state = opt.update(jax.grad(f)(params), state, params)
       ...     params = jopt.apply_updates(params, updates)
-      >>> print(f"{f(params):.3f} {f(schedule_free_eval_params(state, params)):.3f}")  # train, eval point
-      0.045 0.030
+      >>> x = jopt.schedule_free_eval_params(state, params)
+      >>> print(f"train point {f(params):.3f}, eval point {f(x):.3f}")
+      train point 0.045, eval point 0.030
     """
     check_hyperparams(
         "schedule_free_adamw",

@@ -115,8 +115,7 @@ def schedule_free_eval_params(state: Any, params: PyTree) -> PyTree:
 
     Example:
       >>> import jax, jax.numpy as jnp, jopt
-      >>> from jopt.optimizers.schedule_free import schedule_free_sgd
-      >>> opt = schedule_free_sgd(learning_rate=0.1)
+      >>> opt = jopt.schedule_free_sgd(learning_rate=0.1)
       >>> params = jnp.array([1.0, -2.0])
       >>> state = opt.init(params)
       >>> for _ in range(3):
@@ -124,7 +123,7 @@ def schedule_free_eval_params(state: Any, params: PyTree) -> PyTree:
       ...     params = jopt.apply_updates(params, updates)
       >>> [round(v, 3) for v in params.tolist()]  # the training point y
       [0.631, -1.262]
-      >>> [round(v, 3) for v in schedule_free_eval_params(state, params).tolist()]  # the eval point x
+      >>> [round(v, 3) for v in jopt.schedule_free_eval_params(state, params).tolist()]  # the eval point x
       [0.646, -1.292]
     """
     found = _find_state(state)
@@ -206,8 +205,7 @@ def schedule_free(
 
     Example:
       >>> import jax, jax.numpy as jnp, jopt
-      >>> from jopt.transforms.schedule_free import schedule_free
-      >>> opt = schedule_free(jopt.sgd(0.1), learning_rate=0.1, b1=0.9)
+      >>> opt = jopt.schedule_free(jopt.sgd(0.1), learning_rate=0.1, b1=0.9)
       >>> params = {"w": jnp.array([1.0, 2.0])}
       >>> state = opt.init(params)
       >>> updates, state = opt.update({"w": jnp.array([1.0, 1.0])}, state, params)
