@@ -10,6 +10,8 @@ loss at the evaluation point.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -225,6 +227,25 @@ def test_extra_arguments_reach_the_base_optimizer():
 def test_bad_values_raise_value_error(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("arrays", [False, True], ids=["numbers", "arrays"])
+def test_params_and_state_can_be_donated(arrays):
+    # Every state leaf is its own buffer (z is a copy of the params; b1 is not the stored hyperparameter).
+    kwargs = _as_arrays(SGD) if arrays else SGD
+    tx = schedule_free_sgd(**kwargs)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, state):
+        updates, state = tx.update(2 * params, state, params)
+        return jopt.apply_updates(params, updates), state
+
+    params = jnp.array([1.0, -2.0])
+    state = tx.init(params)
+    for _ in range(2):
+        params, state = step(params, state)
+        state = tx.update(2 * params, state, params)[1]  # an eager update's state donates too
+    assert bool(jnp.all(jnp.isfinite(params)))
 
 
 def test_update_needs_params():

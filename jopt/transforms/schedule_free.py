@@ -222,8 +222,8 @@ def schedule_free(
         sdt = jnp.finfo(compute_dtype(tree_dtype(params, "lowest"))).dtype
         z = params if state_dtype is None else jax.tree.map(lambda p: p.astype(state_dtype), params)
         z = jax.tree.map(jnp.array, z)  # a copy: params and z may both be donated to a jitted step
-        zero = jnp.zeros([], sdt)
-        return (jnp.asarray(h["b1"], sdt), zero, zero, base.init(params), z)
+        weight_sum, max_lr = jnp.zeros([], sdt), jnp.zeros([], sdt)  # distinct buffers (donation)
+        return (jnp.array(h["b1"], sdt), weight_sum, max_lr, base.init(params), z)
 
     def step(grads, state, params, h, count_inc):
         sdt = state.max_lr.dtype
@@ -239,7 +239,7 @@ def schedule_free(
         new_updates = jax.tree.map(
             lambda y, z_old, z_new: _interpolate(y, z_old, z_new, ck, b1_prev, b1_now), params, state.z, z
         )
-        return new_updates, (jnp.asarray(b1_now, sdt), weight_sum, max_lr, base_state, z)
+        return new_updates, (jnp.array(b1_now, sdt), weight_sum, max_lr, base_state, z)
 
     return hyperparam_transformation(
         "schedule_free",
