@@ -11,3 +11,4 @@ from jopt.optimizers.sgd_variants import *  # noqa: F401,F403
 from jopt.optimizers.memory_efficient import *  # noqa: F401,F403
 from jopt.optimizers.quasi_newton import *  # noqa: F401,F403
 from jopt.optimizers.schedule_free import *  # noqa: F401,F403
+from jopt.optimizers.momentum_variants import *  # noqa: F401,F403
