@@ -18,9 +18,10 @@ import jopt
 from tests.reference import PROBLEMS, OptCase, assert_trees_close, quadratic
 from tests.test_adam_family import CASES as ADAM_CASES
 from tests.test_layerwise_factored_sign import CASES as LAYERWISE_CASES
+from tests.test_schedule_free import CASES as SCHEDULE_FREE_CASES
 from tests.test_sgd_adaptive import CASES as SGD_CASES
 
-CASES: list[OptCase] = [*SGD_CASES, *ADAM_CASES, *LAYERWISE_CASES]
+CASES: list[OptCase] = [*SGD_CASES, *ADAM_CASES, *LAYERWISE_CASES, *SCHEDULE_FREE_CASES]
 IDS = [c.name for c in CASES]
 STEPS = 20
 
