@@ -21,7 +21,8 @@ import optax
 import pytest
 
 from jopt.optimizers.momentum_variants import ademamix, adopt, simplified_ademamix
-from jopt.transforms.ademamix import (
+from jopt.transforms.decorrelated_moments import scale_by_adopt
+from jopt.transforms.ema_mixture import (
     ScaleByAdemamixState,
     ScaleBySimplifiedAdEMAMixState,
     ademamix_alpha_scheduler,
@@ -29,7 +30,6 @@ from jopt.transforms.ademamix import (
     scale_by_ademamix,
     scale_by_simplified_ademamix,
 )
-from jopt.transforms.adopt import scale_by_adopt
 from jopt.transforms.moments import ScaleByAdamState
 from tests.reference import (
     OptCase,

@@ -24,9 +24,9 @@ from jopt.core import chain
 from jopt.optimizers.adam_family import adamw
 from jopt.optimizers.momentum_variants import cautious_adamw, cautious_lion, mars, mars_lion
 from jopt.transforms.cautious import CautiousState, add_cautious_decayed_weights, cautious
-from jopt.transforms.mars import ScaleByMarsState, mars_corrected_gradient, scale_by_mars
 from jopt.transforms.moments import scale_by_adam
 from jopt.transforms.scaling import scale_by_learning_rate
+from jopt.transforms.variance_reduction import ScaleByMarsState, mars_corrected_gradient, scale_by_mars
 from tests.reference import OptCase, assert_trees_close, mlp3d, quadratic, trajectory
 
 STEPS = 60

@@ -12,11 +12,11 @@ from jopt.transforms.schedule_free import schedule_free as schedule_free
 from jopt.transforms.schedule_free import schedule_free_eval_params as schedule_free_eval_params
 from jopt.optimizers.schedule_free import schedule_free_adamw as schedule_free_adamw
 from jopt.optimizers.schedule_free import schedule_free_sgd as schedule_free_sgd
-from jopt.transforms.ademamix import ScaleByAdemamixState as ScaleByAdemamixState
-from jopt.transforms.ademamix import ScaleBySimplifiedAdEMAMixState as ScaleBySimplifiedAdEMAMixState
-from jopt.transforms.ademamix import scale_by_ademamix as scale_by_ademamix
-from jopt.transforms.ademamix import scale_by_simplified_ademamix as scale_by_simplified_ademamix
-from jopt.transforms.adopt import scale_by_adopt as scale_by_adopt
+from jopt.transforms.ema_mixture import ScaleByAdemamixState as ScaleByAdemamixState
+from jopt.transforms.ema_mixture import ScaleBySimplifiedAdEMAMixState as ScaleBySimplifiedAdEMAMixState
+from jopt.transforms.ema_mixture import scale_by_ademamix as scale_by_ademamix
+from jopt.transforms.ema_mixture import scale_by_simplified_ademamix as scale_by_simplified_ademamix
+from jopt.transforms.decorrelated_moments import scale_by_adopt as scale_by_adopt
 from jopt.optimizers.momentum_variants import ademamix as ademamix
 from jopt.optimizers.momentum_variants import simplified_ademamix as simplified_ademamix
 from jopt.optimizers.momentum_variants import adopt as adopt

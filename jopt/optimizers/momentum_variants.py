@@ -18,13 +18,13 @@ import jax
 
 from jopt.core import GradientTransformation, chain
 from jopt.hyperparams import Hyperparam
-from jopt.transforms.ademamix import scale_by_ademamix, scale_by_simplified_ademamix
-from jopt.transforms.adopt import _quarter_power, scale_by_adopt
 from jopt.transforms.cautious import add_cautious_decayed_weights, cautious
-from jopt.transforms.mars import scale_by_mars, scale_by_mars_lion
+from jopt.transforms.decorrelated_moments import _quarter_power, scale_by_adopt
+from jopt.transforms.ema_mixture import scale_by_ademamix, scale_by_simplified_ademamix
 from jopt.transforms.moments import scale_by_adam
 from jopt.transforms.scaling import StatefulSchedule, scale_by_learning_rate
 from jopt.transforms.sign import scale_by_lion
+from jopt.transforms.variance_reduction import scale_by_mars, scale_by_mars_lion
 from jopt.transforms.weight_decay import MaskOrFn, add_decayed_weights
 
 LearningRate = Hyperparam | StatefulSchedule
@@ -280,8 +280,8 @@ def cautious_adamw(
     The decay is not masked (as in the paper's code); ``cautious_weight_decay=True``
     applies it only where :math:`\bar u_t \odot \theta_{t-1} \ge 0` (CWD,
     :func:`jopt.add_cautious_decayed_weights`), with :math:`\bar u_t` the masked
-    direction, so masked coordinates (:math:`\bar u_t = 0`) are decayed. ``rescale``: see :func:`jopt.cautious`;
-    the other arguments are :func:`jopt.adamw`'s.
+    direction, so masked coordinates (:math:`\bar u_t = 0`) are decayed.
+    ``rescale``: see :func:`jopt.cautious`; the other arguments are :func:`jopt.adamw`'s.
 
     Example:
       >>> import jax.numpy as jnp, jopt

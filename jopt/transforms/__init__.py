@@ -32,7 +32,7 @@ from jopt.transforms.normalization import *  # noqa: F401,F403
 from jopt.transforms.per_example import *  # noqa: F401,F403
 from jopt.transforms.target_updates import *  # noqa: F401,F403
 from jopt.transforms.schedule_free import *  # noqa: F401,F403
-from jopt.transforms.ademamix import *  # noqa: F401,F403
-from jopt.transforms.adopt import *  # noqa: F401,F403
-from jopt.transforms.mars import *  # noqa: F401,F403
+from jopt.transforms.ema_mixture import *  # noqa: F401,F403
+from jopt.transforms.decorrelated_moments import *  # noqa: F401,F403
+from jopt.transforms.variance_reduction import *  # noqa: F401,F403
 from jopt.transforms.cautious import *  # noqa: F401,F403

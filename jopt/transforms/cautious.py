@@ -98,7 +98,7 @@ def cautious(inner: Any, *, descent_updates: bool = True, rescale: str = "paper"
 
     Example:
       >>> import jax.numpy as jnp, jopt
-      >>> opt = jopt.transforms.cautious.cautious(jopt.sgd(1.0, momentum=0.9))
+      >>> opt = jopt.cautious(jopt.sgd(1.0, momentum=0.9))
       >>> params = {"w": jnp.zeros(3)}
       >>> state = opt.init(params)
       >>> _, state = opt.update({"w": jnp.array([1.0, 1.0, 1.0])}, state, params)
@@ -150,7 +150,7 @@ def add_cautious_decayed_weights(
 
     Example:
       >>> import jax.numpy as jnp, jopt
-      >>> tx = jopt.transforms.cautious.add_cautious_decayed_weights(0.5)
+      >>> tx = jopt.add_cautious_decayed_weights(0.5)
       >>> p = {"w": jnp.array([2.0, 2.0])}
       >>> u, _ = tx.update({"w": jnp.array([1.0, -1.0])}, tx.init(p), p)
       >>> print(u["w"])  # decayed where u and theta agree in sign

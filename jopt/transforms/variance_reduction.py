@@ -80,7 +80,7 @@ def mars_corrected_gradient(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jopt.transforms.mars import mars_corrected_gradient
+      >>> from jopt.transforms.variance_reduction import mars_corrected_gradient
       >>> c = mars_corrected_gradient({"w": jnp.array([0.3])}, {"w": jnp.array([0.1])}, 0.5, 0.5, None)
       >>> round(float(c["w"][0]), 4)  # 0.3 + 0.5 * 0.5 / 0.5 * (0.3 - 0.1)
       0.4
@@ -144,7 +144,7 @@ def scale_by_mars(
 
     Example:
       >>> import jax.numpy as jnp, jopt
-      >>> tx = jopt.transforms.mars.scale_by_mars()
+      >>> tx = jopt.scale_by_mars()
       >>> params = {"w": jnp.ones(2)}
       >>> u, state = tx.update({"w": jnp.array([0.5, -2.0])}, tx.init(params))
       >>> print(u["w"].round(4), state.last_grad["w"])
@@ -200,7 +200,7 @@ def scale_by_mars_lion(
 
     Example:
       >>> import jax.numpy as jnp, jopt
-      >>> tx = jopt.transforms.mars.scale_by_mars_lion()
+      >>> tx = jopt.scale_by_mars_lion()
       >>> params = {"w": jnp.ones(2)}
       >>> u, state = tx.update({"w": jnp.array([0.5, -2.0])}, tx.init(params))
       >>> print(u["w"])

@@ -75,7 +75,7 @@ def scale_by_adopt(
 
     Example:
       >>> import jax.numpy as jnp, jopt
-      >>> tx = jopt.transforms.adopt.scale_by_adopt()
+      >>> tx = jopt.scale_by_adopt()
       >>> params = {"w": jnp.ones(2)}
       >>> u, state = tx.update({"w": jnp.array([0.5, -2.0])}, tx.init(params))
       >>> print(u["w"], state.nu["w"])  # first step: v = g**2, no update

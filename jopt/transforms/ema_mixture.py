@@ -136,7 +136,7 @@ def scale_by_ademamix(
 
     Example:
       >>> import jax.numpy as jnp, jopt
-      >>> tx = jopt.transforms.ademamix.scale_by_ademamix(alpha=0.0)
+      >>> tx = jopt.scale_by_ademamix(alpha=0.0)
       >>> params = {"w": jnp.ones(2)}
       >>> u, state = tx.update({"w": jnp.array([0.5, -2.0])}, tx.init(params))
       >>> print(u["w"].round(4))  # alpha = 0: Adam's first step, g / |g|
@@ -197,7 +197,7 @@ def scale_by_simplified_ademamix(
 
     Example:
       >>> import jax.numpy as jnp, jopt
-      >>> tx = jopt.transforms.ademamix.scale_by_simplified_ademamix()
+      >>> tx = jopt.scale_by_simplified_ademamix()
       >>> params = {"w": jnp.ones(2)}
       >>> u, state = tx.update({"w": jnp.array([0.5, -2.0])}, tx.init(params))
       >>> print(state.m["w"], state.t)
@@ -268,7 +268,7 @@ def ademamix_alpha_scheduler(alpha: Any, alpha_start: Any = 0.0, warmup: Any = 0
 
     Example:
       >>> import jopt
-      >>> sched = jopt.transforms.ademamix.ademamix_alpha_scheduler(8.0, warmup=4)
+      >>> sched = jopt.ademamix_alpha_scheduler(8.0, warmup=4)
       >>> [float(sched(t)) for t in (0, 1, 4, 10)]
       [0.0, 2.0, 8.0, 8.0]
     """
@@ -305,7 +305,7 @@ def ademamix_beta3_scheduler(beta_end: Any, beta_start: Any = 0.0, warmup: Any =
 
     Example:
       >>> import jopt
-      >>> sched = jopt.transforms.ademamix.ademamix_beta3_scheduler(0.999, beta_start=0.9, warmup=100)
+      >>> sched = jopt.ademamix_beta3_scheduler(0.999, beta_start=0.9, warmup=100)
       >>> [round(float(sched(t)), 4) for t in (0, 50, 100)]
       [0.9, 0.998, 0.999]
     """
