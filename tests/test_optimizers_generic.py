@@ -17,11 +17,20 @@ import pytest
 import jopt
 from tests.reference import PROBLEMS, OptCase, assert_trees_close, quadratic
 from tests.test_adam_family import CASES as ADAM_CASES
+from tests.test_ademamix_adopt import CASES as ADEMAMIX_CASES
 from tests.test_layerwise_factored_sign import CASES as LAYERWISE_CASES
+from tests.test_mars_cautious import CASES as MARS_CASES
 from tests.test_schedule_free import CASES as SCHEDULE_FREE_CASES
 from tests.test_sgd_adaptive import CASES as SGD_CASES
 
-CASES: list[OptCase] = [*SGD_CASES, *ADAM_CASES, *LAYERWISE_CASES, *SCHEDULE_FREE_CASES]
+CASES: list[OptCase] = [
+    *SGD_CASES,
+    *ADAM_CASES,
+    *LAYERWISE_CASES,
+    *SCHEDULE_FREE_CASES,
+    *ADEMAMIX_CASES,
+    *MARS_CASES,
+]
 IDS = [c.name for c in CASES]
 STEPS = 20
 
