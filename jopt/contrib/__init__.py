@@ -20,3 +20,17 @@ from jopt.transforms.decorrelated_moments import scale_by_adopt as scale_by_adop
 from jopt.optimizers.momentum_variants import ademamix as ademamix
 from jopt.optimizers.momentum_variants import simplified_ademamix as simplified_ademamix
 from jopt.optimizers.momentum_variants import adopt as adopt
+from jopt.transforms.sam import SAMState as SAMState
+from jopt.transforms.sam import normalize as normalize
+from jopt.transforms.sam import sam as sam
+from jopt.transforms.sophia import HutchinsonState as HutchinsonState
+from jopt.transforms.sophia import SophiaState as SophiaState
+from jopt.transforms.sophia import hutchinson_estimator_diag_hessian as hutchinson_estimator_diag_hessian
+from jopt.optimizers.sophia import sophia as sophia
+from jopt.transforms.madgrad import MadgradState as MadgradState
+from jopt.transforms.madgrad import scale_by_madgrad as scale_by_madgrad
+from jopt.optimizers.madgrad import madgrad as madgrad
+from jopt.transforms.galore import GaLoreDimensionNumbers as GaLoreDimensionNumbers
+from jopt.transforms.galore import GaLoreState as GaLoreState
+from jopt.transforms.galore import scale_by_galore as scale_by_galore
+from jopt.optimizers.galore import galore as galore
