@@ -16,10 +16,10 @@ import optax
 import pytest
 
 import jopt
-from jopt.optimizers.galore import galore
-from jopt.optimizers.madgrad import madgrad
-from jopt.transforms.galore import GaLoreDimensionNumbers, GaLoreState, scale_by_galore
-from jopt.transforms.madgrad import MadgradState, scale_by_madgrad
+from jopt.optimizers.dual_averaging import madgrad
+from jopt.optimizers.low_rank import galore
+from jopt.transforms.dual_averaging import MadgradState, scale_by_madgrad
+from jopt.transforms.low_rank import GaLoreDimensionNumbers, GaLoreState, scale_by_galore
 from tests.reference import (
     OptCase,
     Problem,

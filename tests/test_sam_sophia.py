@@ -26,9 +26,9 @@ import optax
 import pytest
 
 import jopt
-from jopt.optimizers.sophia import sophia
+from jopt.optimizers.second_order import sophia
 from jopt.transforms.sam import SAMState, normalize, normalize_adaptive, sam
-from jopt.transforms.sophia import HutchinsonState, SophiaState, hutchinson_estimator_diag_hessian
+from jopt.transforms.second_order import HutchinsonState, SophiaState, hutchinson_estimator_diag_hessian
 from tests.reference import (
     OptCase,
     Problem,

@@ -12,6 +12,6 @@ from jopt.optimizers.memory_efficient import *  # noqa: F401,F403
 from jopt.optimizers.quasi_newton import *  # noqa: F401,F403
 from jopt.optimizers.schedule_free import *  # noqa: F401,F403
 from jopt.optimizers.momentum_variants import *  # noqa: F401,F403
-from jopt.optimizers.sophia import *  # noqa: F401,F403
-from jopt.optimizers.madgrad import *  # noqa: F401,F403
-from jopt.optimizers.galore import *  # noqa: F401,F403
+from jopt.optimizers.second_order import *  # noqa: F401,F403
+from jopt.optimizers.dual_averaging import *  # noqa: F401,F403
+from jopt.optimizers.low_rank import *  # noqa: F401,F403

@@ -37,6 +37,6 @@ from jopt.transforms.decorrelated_moments import *  # noqa: F401,F403
 from jopt.transforms.variance_reduction import *  # noqa: F401,F403
 from jopt.transforms.cautious import *  # noqa: F401,F403
 from jopt.transforms.sam import *  # noqa: F401,F403
-from jopt.transforms.sophia import *  # noqa: F401,F403
-from jopt.transforms.madgrad import *  # noqa: F401,F403
-from jopt.transforms.galore import *  # noqa: F401,F403
+from jopt.transforms.second_order import *  # noqa: F401,F403
+from jopt.transforms.dual_averaging import *  # noqa: F401,F403
+from jopt.transforms.low_rank import *  # noqa: F401,F403

@@ -12,7 +12,7 @@ from typing import Any
 from jopt.core import GradientTransformation, chain
 from jopt.hyperparams import Hyperparam
 from jopt.transforms.scaling import StatefulSchedule, scale_by_learning_rate
-from jopt.transforms.sophia import hutchinson_estimator_diag_hessian, scale_by_sophia
+from jopt.transforms.second_order import hutchinson_estimator_diag_hessian, scale_by_sophia
 from jopt.transforms.weight_decay import MaskOrFn, add_decayed_weights
 
 __all__ = ["sophia"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from jopt.core import GradientTransformation, chain
 from jopt.hyperparams import Hyperparam
-from jopt.transforms.madgrad import scale_by_madgrad
+from jopt.transforms.dual_averaging import scale_by_madgrad
 from jopt.transforms.weight_decay import add_decayed_weights
 
 __all__ = ["madgrad"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from jopt.core import GradientTransformation, chain
 from jopt.hyperparams import Hyperparam
-from jopt.transforms.galore import DimNumsOrFn, scale_by_galore
+from jopt.transforms.low_rank import DimNumsOrFn, scale_by_galore
 from jopt.transforms.scaling import StatefulSchedule, scale_by_learning_rate
 from jopt.transforms.weight_decay import MaskOrFn, add_decayed_weights
 
