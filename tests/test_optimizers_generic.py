@@ -19,7 +19,9 @@ from tests.reference import PROBLEMS, OptCase, assert_trees_close, quadratic
 from tests.test_adam_family import CASES as ADAM_CASES
 from tests.test_ademamix_adopt import CASES as ADEMAMIX_CASES
 from tests.test_layerwise_factored_sign import CASES as LAYERWISE_CASES
+from tests.test_madgrad_galore import CASES as MADGRAD_GALORE_CASES
 from tests.test_mars_cautious import CASES as MARS_CASES
+from tests.test_sam_sophia import CASES as SAM_SOPHIA_CASES
 from tests.test_schedule_free import CASES as SCHEDULE_FREE_CASES
 from tests.test_sgd_adaptive import CASES as SGD_CASES
 
@@ -30,6 +32,8 @@ CASES: list[OptCase] = [
     *SCHEDULE_FREE_CASES,
     *ADEMAMIX_CASES,
     *MARS_CASES,
+    *SAM_SOPHIA_CASES,
+    *MADGRAD_GALORE_CASES,
 ]
 IDS = [c.name for c in CASES]
 STEPS = 20
