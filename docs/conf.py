@@ -1,0 +1,47 @@
+"""Sphinx configuration of jopt's documentation site (build: ``python -m sphinx -W -b html docs docs/_build/html``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "_ext"))
+sys.path.insert(0, str(HERE.parent))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The notebooks' kernels import jopt from this checkout too (installed or not).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
+
+project = "jopt"
+author = "the jopt authors"
+copyright = "2026, the jopt authors"
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "myst_nb",
+    "jopt_api",
+]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints"]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": False}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+add_module_names = False
+
+myst_enable_extensions = ["dollarmath", "colon_fence"]
+nb_execution_mode = "force"  # every guide and notebook runs at build time
+nb_execution_timeout = 300
+nb_execution_raise_on_error = True
+nb_merge_streams = True
+
+html_theme = "sphinx_book_theme"
+html_title = "jopt"
+html_theme_options = {"repository_url": "https://github.com/jopt-dev/jopt", "use_repository_button": False}
+suppress_warnings = ["mystnb.unknown_mime_type"]
