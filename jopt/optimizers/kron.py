@@ -79,17 +79,17 @@ def kron(
 
     Example:
       >>> import jax, jax.numpy as jnp, jopt
-      >>> from jopt.optimizers.kron import kron
       >>> params = {"w": jnp.full((2, 2), 2.0)}
-      >>> opt = kron(learning_rate=0.1, preconditioner_update_probability=1.0)
+      >>> opt = jopt.kron(learning_rate=0.1, preconditioner_update_probability=1.0)
       >>> state = opt.init(params)
       >>> update = jax.jit(opt.update)
       >>> for _ in range(20):
       ...     grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2))(params)
       ...     updates, state = update(grads, state, params)
       ...     params = jopt.apply_updates(params, updates)
-      >>> bool(jnp.all(jnp.abs(params["w"]) < 2.0))
-      True
+      >>> print(params["w"].round(1))  # about 0.1 per step (the update's RMS is capped at 1.1)
+      [[0.7 0.7]
+       [0.7 0.8]]
     """
     return chain(
         scale_by_kron(

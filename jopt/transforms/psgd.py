@@ -100,8 +100,8 @@ def precond_update_prob_schedule(
       flat_start: :math:`n_0`, steps before the decay starts.
 
     Example:
-      >>> from jopt.transforms.psgd import precond_update_prob_schedule
-      >>> schedule = precond_update_prob_schedule()
+      >>> import jopt
+      >>> schedule = jopt.precond_update_prob_schedule()
       >>> [round(float(schedule(n)), 4) for n in (0, 500, 1500, 10000)]
       [1.0, 1.0, 0.3679, 0.03]
     """
@@ -387,9 +387,8 @@ def scale_by_kron(
       hyperparameters may be numbers, arrays, traced values or schedules.
 
     Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from jopt.transforms.psgd import scale_by_kron
-      >>> tx = scale_by_kron(preconditioner_update_probability=1.0)
+      >>> import jax, jax.numpy as jnp, jopt
+      >>> tx = jopt.scale_by_kron(preconditioner_update_probability=1.0)
       >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
       >>> state = tx.init(params)
       >>> [q.shape for q in state.Qs_preconditioners["w"]], [q.shape for q in state.Qs_preconditioners["b"]]
