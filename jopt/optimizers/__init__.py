@@ -16,3 +16,4 @@ from jopt.optimizers.second_order import *  # noqa: F401,F403
 from jopt.optimizers.dual_averaging import *  # noqa: F401,F403
 from jopt.optimizers.low_rank import *  # noqa: F401,F403
 from jopt.optimizers.kron import *  # noqa: F401,F403
+from jopt.optimizers.kronecker import *  # noqa: F401,F403

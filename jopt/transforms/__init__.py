@@ -41,3 +41,5 @@ from jopt.transforms.second_order import *  # noqa: F401,F403
 from jopt.transforms.dual_averaging import *  # noqa: F401,F403
 from jopt.transforms.low_rank import *  # noqa: F401,F403
 from jopt.transforms.psgd import *  # noqa: F401,F403
+from jopt.transforms.kronecker_soap import *  # noqa: F401,F403
+from jopt.transforms.kronecker_shampoo import *  # noqa: F401,F403

@@ -36,7 +36,7 @@ from jopt.tree import tree_unzip
 Array = jax.Array
 PyTree = Any
 
-__all__ = ["GRAFT_TYPES", "ScaleByShampooState", "scale_by_shampoo"]
+__all__ = ["ScaleByShampooState", "scale_by_shampoo"]
 
 GRAFT_TYPES = ("none", "sgd", "adagrad", "rmsprop", "adam")
 """Grafting methods of :func:`scale_by_shampoo` (the diagonal direction whose norm is borrowed)."""
