@@ -34,3 +34,16 @@ from jopt.transforms.low_rank import GaLoreDimensionNumbers as GaLoreDimensionNu
 from jopt.transforms.low_rank import GaLoreState as GaLoreState
 from jopt.transforms.low_rank import scale_by_galore as scale_by_galore
 from jopt.optimizers.low_rank import galore as galore
+from jopt.transforms.distance_estimates import DoGState as DoGState
+from jopt.transforms.distance_estimates import DoWGState as DoWGState
+from jopt.transforms.learning_rate_free import COCOBState as COCOBState
+from jopt.transforms.learning_rate_free import scale_by_cocob as scale_by_cocob
+from jopt.transforms.learning_rate_free import MechanicState as MechanicState
+from jopt.transforms.learning_rate_free import mechanize as mechanize
+from jopt.optimizers.learning_rate_free import DAdaptAdamWState as DAdaptAdamWState
+from jopt.optimizers.learning_rate_free import ProdigyState as ProdigyState
+from jopt.optimizers.learning_rate_free import cocob as cocob
+from jopt.optimizers.learning_rate_free import dadapt_adamw as dadapt_adamw
+from jopt.optimizers.learning_rate_free import dog as dog
+from jopt.optimizers.learning_rate_free import dowg as dowg
+from jopt.optimizers.learning_rate_free import prodigy as prodigy

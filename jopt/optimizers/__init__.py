@@ -15,5 +15,6 @@ from jopt.optimizers.momentum_variants import *  # noqa: F401,F403
 from jopt.optimizers.second_order import *  # noqa: F401,F403
 from jopt.optimizers.dual_averaging import *  # noqa: F401,F403
 from jopt.optimizers.low_rank import *  # noqa: F401,F403
+from jopt.optimizers.learning_rate_free import *  # noqa: F401,F403
 from jopt.optimizers.kron import *  # noqa: F401,F403
 from jopt.optimizers.kronecker import *  # noqa: F401,F403

@@ -40,6 +40,8 @@ from jopt.transforms.sam import *  # noqa: F401,F403
 from jopt.transforms.second_order import *  # noqa: F401,F403
 from jopt.transforms.dual_averaging import *  # noqa: F401,F403
 from jopt.transforms.low_rank import *  # noqa: F401,F403
+from jopt.transforms.distance_estimates import *  # noqa: F401,F403
+from jopt.transforms.learning_rate_free import *  # noqa: F401,F403
 from jopt.transforms.psgd import *  # noqa: F401,F403
 from jopt.transforms.kronecker_soap import *  # noqa: F401,F403
 from jopt.transforms.kronecker_shampoo import *  # noqa: F401,F403
