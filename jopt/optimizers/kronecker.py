@@ -68,10 +68,9 @@ def soap(
 
     Example:
       >>> import jax, jax.numpy as jnp, jopt
-      >>> from jopt.optimizers.kronecker import soap
       >>> params = {"w": jnp.array([[1.0, -2.0], [0.5, 1.0]])}
       >>> loss = lambda p: jnp.sum(p["w"] ** 2)
-      >>> opt = soap(learning_rate=0.1, weight_decay=0.0)
+      >>> opt = jopt.soap(learning_rate=0.1, weight_decay=0.0)
       >>> @jax.jit
       ... def step(params, state):
       ...     updates, state = opt.update(jax.grad(loss)(params), state, params)
@@ -148,10 +147,9 @@ def shampoo(
 
     Example:
       >>> import jax, jax.numpy as jnp, jopt
-      >>> from jopt.optimizers.kronecker import shampoo
       >>> params = {"w": jnp.array([[1.0, -2.0], [0.5, 1.0]])}
       >>> loss = lambda p: jnp.sum(p["w"] ** 2)
-      >>> opt = shampoo(learning_rate=0.05)
+      >>> opt = jopt.shampoo(learning_rate=0.05)
       >>> @jax.jit
       ... def step(params, state):
       ...     updates, state = opt.update(jax.grad(loss)(params), state, params)

@@ -135,9 +135,8 @@ def scale_by_shampoo(
         the factors' dtype (at least float32).
 
     Example:
-      >>> import jax.numpy as jnp
-      >>> from jopt.transforms.kronecker_shampoo import scale_by_shampoo
-      >>> tx = scale_by_shampoo(b2=1.0, graft_type="none")
+      >>> import jax.numpy as jnp, jopt
+      >>> tx = jopt.scale_by_shampoo(b2=1.0, graft_type="none")
       >>> params = {"w": jnp.zeros((2, 2))}
       >>> u, state = tx.update({"w": jnp.array([[1.0, 0.0], [0.0, 4.0]])}, tx.init(params))
       >>> print(u["w"].round(3))  # (G G^T + eps)^(-1/4) G (G^T G + eps)^(-1/4) = sign(G) here

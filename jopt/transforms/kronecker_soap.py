@@ -179,8 +179,7 @@ def scale_by_soap(
 
     Example:
       >>> import jax.numpy as jnp, jopt
-      >>> from jopt.transforms.kronecker_soap import scale_by_soap
-      >>> tx = scale_by_soap()
+      >>> tx = jopt.scale_by_soap()
       >>> params = {"w": jnp.ones((3, 2))}
       >>> state = tx.init(params)
       >>> u, state = tx.update({"w": jnp.arange(6.0).reshape(3, 2)}, state)
