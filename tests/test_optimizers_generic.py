@@ -18,11 +18,13 @@ import jopt
 from tests.reference import PROBLEMS, OptCase, assert_trees_close, quadratic
 from tests.test_adam_family import CASES as ADAM_CASES
 from tests.test_ademamix_adopt import CASES as ADEMAMIX_CASES
+from tests.test_kron import CASES as KRON_CASES
 from tests.test_layerwise_factored_sign import CASES as LAYERWISE_CASES
 from tests.test_madgrad_galore import CASES as MADGRAD_GALORE_CASES
 from tests.test_mars_cautious import CASES as MARS_CASES
 from tests.test_sam_sophia import CASES as SAM_SOPHIA_CASES
 from tests.test_schedule_free import CASES as SCHEDULE_FREE_CASES
+from tests.test_soap_shampoo import CASES as SOAP_SHAMPOO_CASES
 from tests.test_sgd_adaptive import CASES as SGD_CASES
 
 CASES: list[OptCase] = [
@@ -34,6 +36,8 @@ CASES: list[OptCase] = [
     *MARS_CASES,
     *SAM_SOPHIA_CASES,
     *MADGRAD_GALORE_CASES,
+    *KRON_CASES,
+    *SOAP_SHAMPOO_CASES,
 ]
 IDS = [c.name for c in CASES]
 STEPS = 20
