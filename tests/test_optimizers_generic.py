@@ -24,8 +24,8 @@ from tests.test_madgrad_galore import CASES as MADGRAD_GALORE_CASES
 from tests.test_mars_cautious import CASES as MARS_CASES
 from tests.test_sam_sophia import CASES as SAM_SOPHIA_CASES
 from tests.test_schedule_free import CASES as SCHEDULE_FREE_CASES
-from tests.test_soap_shampoo import CASES as SOAP_SHAMPOO_CASES
 from tests.test_sgd_adaptive import CASES as SGD_CASES
+from tests.test_soap_shampoo import CASES as SOAP_SHAMPOO_CASES
 
 CASES: list[OptCase] = [
     *SGD_CASES,
