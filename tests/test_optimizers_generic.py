@@ -20,6 +20,7 @@ from tests.test_adam_family import CASES as ADAM_CASES
 from tests.test_ademamix_adopt import CASES as ADEMAMIX_CASES
 from tests.test_kron import CASES as KRON_CASES
 from tests.test_layerwise_factored_sign import CASES as LAYERWISE_CASES
+from tests.test_learning_rate_free import CASES as LRF_CASES
 from tests.test_madgrad_galore import CASES as MADGRAD_GALORE_CASES
 from tests.test_mars_cautious import CASES as MARS_CASES
 from tests.test_sam_sophia import CASES as SAM_SOPHIA_CASES
@@ -38,6 +39,7 @@ CASES: list[OptCase] = [
     *MADGRAD_GALORE_CASES,
     *KRON_CASES,
     *SOAP_SHAMPOO_CASES,
+    *LRF_CASES,
 ]
 IDS = [c.name for c in CASES]
 STEPS = 20
