@@ -18,3 +18,11 @@ from jopt.optimizers.low_rank import *  # noqa: F401,F403
 from jopt.optimizers.learning_rate_free import *  # noqa: F401,F403
 from jopt.optimizers.kron import *  # noqa: F401,F403
 from jopt.optimizers.kronecker import *  # noqa: F401,F403
+
+# The public surface is what the submodules export (their ``__all__``), never a submodule itself:
+# without this, ``from jopt.<package> import *`` would also export submodule objects, and one named
+# like a function (e.g. a module ``sophia``) would shadow that function in ``jopt``.
+import types as _types  # noqa: E402
+
+__all__ = sorted(n for n, v in list(globals().items()) if n[0] != "_"
+                 and not isinstance(v, _types.ModuleType))
