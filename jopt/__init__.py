@@ -39,6 +39,7 @@ from jopt import contrib, numerics, projections, tree_utils  # noqa: F401
 from jopt.numerics import safe_increment, safe_int32_increment, safe_norm, safe_root_mean_squares  # noqa: F401
 from jopt.tree import bias_correction, global_norm, map_params as tree_map_params  # noqa: F401
 from jopt.tree import update_infinity_moment, update_moment, update_moment_per_elem_norm  # noqa: F401
+from jopt.fused import fuse  # noqa: F401  (fused multi-tensor steps; the package is jopt.fused)
 
 __version__ = "0.1.0"
 
