@@ -313,12 +313,12 @@ def test_propose_needs_two_observations():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"batch": 0}, "batch must be an int >= 1"),
+        ({"batch": 0}, "batch must be a positive int"),
         ({"initial": 1}, "initial must be an int >= 2"),
         ({"trials": 3, "initial": 4}, "trials must be an int >= initial=4"),
         ({"trials": 1, "initial": None}, "trials must be an int >= 2"),
-        ({"batch": 4, "max_parallel": 3}, "max_parallel must be None or an int >= 4"),
-        ({"batch": 2, "folds": 2, "max_parallel": 3}, "max_parallel must be None or an int >= 4"),
+        ({"max_parallel": 0}, "max_parallel must be None or a positive int"),
+        ({"folds": 1}, "folds must be None or an int >= 2"),
         ({"acquisition": "pi"}, "acquisition must be one of"),
         ({"num_candidates": 4}, "num_candidates must be an int >="),
         ({"mode": "best"}, "mode must be"),
@@ -355,18 +355,19 @@ def test_bayesian_end_to_end(task, bo_result):
     for t in r.trials:
         assert SPACE.validate_config(t.hyperparams) == t.hyperparams
         assert 1e-3 <= t.hyperparams["learning_rate"] <= 3e-1 and 0.5 <= t.hyperparams["b1"] <= 0.95
-    # two chunk sizes (initial design 4, rounds 2): two program pairs; later rounds reuse them
-    assert r.stats["round_compiles"] == [2, 2, 0, 0] and r.stats["compiles"] == 4
-    assert r.stats["chunk_sizes"] == {"-": [2, 4]}
+    # chunks sized for batch=2: one program pair serves the initial design and every round
+    assert r.stats["compiles"] == 2 and r.stats["chunk_sizes"] == {"-": [2]}
+    assert r.stats["utilization"] == 1.0 and r.stats["chunks"] == 5
     assert len(r.stats["gp"]) == 3 and set(r.stats["gp"][0]["lengthscales"]) == set(SPACE)
     assert set(r.states) == {r.best.trial} and set(r.params()) == {"w", "b"}
     # the initial design and its keys are those of a plain Sobol sweep with the same seed
     plain = sweep.run(
         task, SPACE, 4, steps=10, eval_every=5, method="sobol", seed=0, devices=1, progress=False
     )
-    assert plain.stats["compiles"] == 0
     for a, b in zip(plain.trials, r.trials[:4]):
-        assert a.hyperparams == b.hyperparams and a.history == b.history
+        assert a.hyperparams == b.hyperparams and a.history.keys() == b.history.keys()
+        for name in a.history:  # chunks of 4 there, of 2 here: float32 rounding of batched matmuls
+            np.testing.assert_allclose(a.history[name], b.history[name], rtol=1e-5, err_msg=name)
 
 
 def test_bayesian_is_deterministic(task, bo_result):
@@ -388,7 +389,7 @@ def test_bayesian_memory_budget_splits_chunks_with_the_same_results(task, bo_res
         num_candidates=CANDIDATES, progress=False, memory_budget=int(1.5 * per_member),
     )  # fmt: skip
     assert r.stats["chunk_sizes"] == {"-": [1]}  # one trial per chunk fits the budget
-    # the initial design is trained in chunks of one instead of one chunk of four: same results
+    # the initial design is trained in chunks of one instead of two: same results
     for a, b in zip(r.trials[:4], bo_result.trials[:4]):
         assert a.hyperparams == b.hyperparams
         assert a.history.keys() == b.history.keys()
@@ -426,7 +427,12 @@ def test_bayesian_with_diverging_trials_and_static_choices():
         num_candidates=CANDIDATES, progress=False, callback=callback,
     )  # fmt: skip
     assert [t.trial for t in r.trials] == list(range(12))
-    assert calls == [(0, 4), (1, 6), (2, 8), (3, 10), (4, 12)]
+    # one call per round, in order, once its trials (and all earlier ones) have finished; rounds
+    # are proposed as slots free up (two static groups: a round's trials may train in two chunks)
+    rounds = r.stats["trial_round"]
+    assert [c[0] for c in calls] == list(range(r.stats["rounds"])) and calls[-1][1] == 12
+    assert all(n >= rounds.index(rnd) + rounds.count(rnd) for rnd, n in calls)
+    assert rounds[:4] == [0] * 4 and all(rounds.count(x) <= 2 for x in set(rounds) - {0})
     assert any(t.status == "diverged" for t in r.trials)
     assert all(np.isfinite(g["signal_variance"]) and np.isfinite(g["noise_variance"]) for g in r.stats["gp"])
     best = r.best
@@ -443,4 +449,4 @@ def test_callback_can_stop_the_search_and_sharded_rounds_share_one_program():
     assert len(r.trials) == 8 and r.stats["trial_round"] == [0, 0, 0, 0, 1, 1, 2, 2]
     # 8 devices: the initial design (4) and every round (2) pad to one chunk of 8 -- one program pair
     assert r.stats["devices"] == 8 and r.stats["chunk_sizes"] == {"0.0": [8]}
-    assert r.stats["round_compiles"] == [2, 0, 0]
+    assert r.stats["compiles"] <= 2

@@ -27,8 +27,9 @@ from optuna.trial import TrialState
 
 from jopt import sweep
 from jopt.sweep import optuna_adapter as oa
+from jopt.sweep.chunk import Chunk
 from jopt.sweep.optuna_adapter import config_from_params, optuna_search, to_distributions
-from jopt.sweep.runner import member_keys
+from jopt.sweep.programs import member_keys
 from tests import optuna_worker
 from tests.sweep_helpers import SPACE, CompileCounter, make_task
 
@@ -105,16 +106,17 @@ def test_module_imports_without_optuna(monkeypatch):
 def test_bad_arguments_raise_before_any_compile_or_study_change(task):
     study = optuna.create_study()
     bad = [
-        (dict(batch=0), "batch must be an int >= 1"),
-        (dict(batch=5, max_parallel=4), "exceed the chunk limit max_parallel=4"),
-        (dict(batch=3, max_parallel=4, folds=2), "need batch <= 2"),
+        (dict(batch=0), "batch must be a positive int"),
+        (dict(max_parallel=0), "max_parallel must be None or a positive int"),
+        (dict(pruner=optuna.pruners.MedianPruner(), report_intermediate=False), "intermediate"),
+        (dict(pruner="median"), "BasePruner"),
         (dict(sampler="bayes"), r"\['tpe', 'cmaes', 'qmc', 'random'\]"),
         (dict(sampler=object()), "sampler must be one of"),
         (dict(storage="sqlite:///x.db"), "study_name is required"),
         (dict(study=study, sampler="tpe"), "not both"),
         (dict(study=study, mode="max"), "direction is minimize"),
         (dict(diverged_value=float("nan")), "diverged_value"),
-        (dict(keep_states="all"), "keep_states"),
+        (dict(keep_states="some"), "keep_states"),
         (dict(eval_every=4), "eval_every"),
         (dict(heartbeat_interval=0), "heartbeat_interval"),
     ]
@@ -198,10 +200,11 @@ def test_same_size_chunks_compile_once():
     fresh = make_task()  # nothing cached for this task
     with CompileCounter() as counter:
         r = optuna_search(fresh, SPACE, 7, batch=3, devices=1, sampler="random", **KW)
-    # rounds of 3, 3 and 1 trials; the last one padded to 3 members, so one program serves all
-    assert r.stats["rounds"] == 3 and r.stats["padded"] == 2 and r.stats["chunk_sizes"] == [3]
+    # rounds of 3, 3 and 1 trials in a chunk of 3 slots (the last one with two empty): one program
+    assert r.stats["rounds"] == 3 and r.stats["chunk_sizes"] == {"-": [3]}
     assert r.stats["compiles"] == 2 and counter.count == 2  # init + segment, once
-    assert [t.trial for t in r.trials] == list(range(7))  # padding members are not reported
+    assert [t.trial for t in r.trials] == list(range(7))
+    assert r.stats["utilization"] == pytest.approx(7 / 9)
 
 
 def test_memory_budget_splits_rounds_into_smaller_chunks(task):
@@ -209,7 +212,7 @@ def test_memory_budget_splits_rounds_into_smaller_chunks(task):
     per_member = sweep.run(task, SPACE, configs[:1], devices=1, **KW).stats["bytes_per_member"]
     kw = dict(batch=4, devices=1, sampler="qmc", seed=3, **KW)
     r = optuna_search(task, SPACE, 4, memory_budget=int(2.5 * per_member), **kw)
-    assert r.stats["rounds"] == 1 and r.stats["chunk_sizes"] == [2]  # one round of 4, two chunks
+    assert r.stats["chunks"] == 2 and r.stats["chunk_sizes"] == {"-": [2]}  # 4 asked, chunks of two
     # the same trials as without a budget (same keys: trial numbers)
     ref = optuna_search(task, SPACE, 4, **kw)
     assert [t.hyperparams for t in r.trials] == [t.hyperparams for t in ref.trials]
@@ -303,7 +306,7 @@ def test_reset_running_and_keyboard_interrupt(task, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(oa.engine, "run", interrupted)
+    monkeypatch.setattr(Chunk, "segment", interrupted)
     with pytest.raises(KeyboardInterrupt):
         optuna_search(task, SPACE, 5, batch=2, study=study, **KW)
     lost = study.trials[4:6]
@@ -318,7 +321,7 @@ def test_reset_running_and_keyboard_interrupt(task, monkeypatch):
     def broken(*args, **kwargs):  # any other error: the trials fail, nothing is queued
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(oa.engine, "run", broken)
+    monkeypatch.setattr(Chunk, "segment", broken)
     with pytest.raises(RuntimeError, match="out of memory"):
         optuna_search(task, SPACE, 6, batch=2, study=study, **KW)
     assert study.trials[-1].state == TrialState.FAIL and study.trials[-1].user_attrs["jopt_status"] == "error"

@@ -39,27 +39,46 @@ Adaptive search on the same engine: :func:`successive_halving` and :func:`hyperb
 from jopt.sweep import (
     bayes,
     checkpoint,
+    chunk,
+    engine,
+    executor,
     folds,
     gp,
     halving,
+    history,
     optuna_adapter,
     optuna_study,
+    options,
+    plan,
     plots,
     population,
     population_based,
+    programs,
     results,
     runner,
     samplers,
+    scheduler,
     space,
     task,
 )
-from jopt.sweep.bayes import bayesian, propose
-from jopt.sweep.engine import run
+from jopt.sweep.bayes import BayesSampler, bayesian, propose
+from jopt.sweep.engine import run, search
+from jopt.sweep.history import History, TrialRecord
+from jopt.sweep.options import Options, make_options
 from jopt.sweep.halving import hyperband, successive_halving
 from jopt.sweep.optuna_adapter import optuna_search
 from jopt.sweep.population_based import PBTResult, pbt
 from jopt.sweep.results import SweepResult, TrialResult
-from jopt.sweep.samplers import sample
+from jopt.sweep.samplers import ListSampler, Proposal, Sampler, StreamSampler, sample
+from jopt.sweep.scheduler import (
+    COMPLETE,
+    CONTINUE,
+    PAUSE,
+    PRUNE,
+    Exploit,
+    MedianStopping,
+    TrialScheduler,
+)
 from jopt.sweep.space import (
     Hyperparams,
     SearchSpaceError,
@@ -73,6 +92,23 @@ from jopt.sweep.space import (
 from jopt.sweep.task import Task, TrainState, check_task, supervised_task
 
 __all__ = [
+    "COMPLETE",
+    "CONTINUE",
+    "PAUSE",
+    "PRUNE",
+    "BayesSampler",
+    "Exploit",
+    "History",
+    "ListSampler",
+    "MedianStopping",
+    "Options",
+    "Proposal",
+    "Sampler",
+    "StreamSampler",
+    "TrialRecord",
+    "TrialScheduler",
+    "make_options",
+    "search",
     "Hyperparams",
     "PBTResult",
     "SearchSpaceError",

@@ -1,17 +1,16 @@
-r"""Bayesian optimization: a GP surrogate proposes K configurations per round, trained as one chunk.
+r"""Bayesian optimization: a GP surrogate proposes configurations as slots of a chunk free up.
 
-:func:`bayesian` runs
+:func:`bayesian` is a :class:`BayesSampler` on the engine (:func:`jopt.sweep.search`):
 
 1. an initial quasi-random design of ``initial`` configurations (scrambled Sobol, as
-   ``sweep.run(..., method="sobol")``), evaluated by :func:`jopt.sweep.run`;
-2. rounds: fit the GP of :mod:`jopt.sweep.gp` to every finished trial (hyperparameters
-   warm-started from the previous round's fit), :func:`propose` ``batch``
-   new configurations, evaluate them together with one :func:`jopt.sweep.run` call (one
-   vectorized chunk per static group), repeat until ``trials`` configurations were evaluated.
+   ``sweep.run(..., method="sobol")``), proposed as slots are free;
+2. then, whenever slots are free and fewer than ``batch`` trials are training: fit the GP of
+   :mod:`jopt.sweep.gp` to every finished trial (hyperparameters warm-started from the
+   previous fit) and :func:`propose` up to ``batch`` minus the running trials new
+   configurations (never one already evaluated or training); until ``trials`` were proposed.
 
-Every round's chunk has the same size, so the engine's program cache serves all rounds after
-the first: the number of compiles is bounded by the number of distinct chunk sizes (initial
-design, full round, a final partial round) per static group, not by the number of rounds.
+Chunks are sized for ``batch`` trials, so one ``init`` and one ``segment`` program per static
+group serve the whole search; a refill writes the new configuration into the traced arrays.
 
 Encoding (:func:`to_unit` / :func:`from_unit`). Each non-fixed dimension becomes unit-cube
 columns: ``uniform`` linearly, ``loguniform`` (and ``integer(log=True)``) in log space,
@@ -67,13 +66,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt.sweep import gp
-from jopt.sweep.engine import run
-from jopt.sweep.results import SweepResult, TrialResult
-from jopt.sweep.samplers import sobol
+from jopt.sweep.engine import search
+from jopt.sweep.options import check_int, make_options
+from jopt.sweep.results import SweepResult
+from jopt.sweep.samplers import Proposal, Sampler, sobol
+from jopt.sweep.scheduler import TrialScheduler
 from jopt.sweep.space import Choice, Fixed, Integer, LogUniform, Space, Uniform
-from jopt.sweep.task import Task
+from jopt.sweep.task import Task, check_task
 
-__all__ = ["ACQUISITIONS", "bayesian", "from_unit", "propose", "to_unit", "unit_columns", "warp"]
+__all__ = [
+    "ACQUISITIONS",
+    "BayesSampler",
+    "bayesian",
+    "from_unit",
+    "propose",
+    "to_unit",
+    "unit_columns",
+    "warp",
+]
 
 ACQUISITIONS = ("thompson", "ei")
 _LOCAL_FRACTION = 0.25
@@ -308,6 +318,7 @@ def _propose(
     fit_steps: int,
     restarts: int,
     init: gp.GPParams | None,
+    pending: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[list[dict], gp.GPParams]:
     if len(configs) != len(objectives):
         raise ValueError(f"got {len(configs)} configurations but {len(objectives)} objectives")
@@ -324,6 +335,8 @@ def _propose(
     xc, cand_configs = _candidates(space, x_obs, y, num_candidates, rng)
     keys = [tuple(row) for row in np.round(xc, 6)]
     seen = {tuple(row) for row in np.round(x_obs, 6)}
+    if pending:  # configurations being trained: not proposed again
+        seen |= {tuple(row) for row in np.round(to_unit(space, pending), 6)}
     xc32 = jnp.asarray(_pad_columns(xc), jnp.float32)
     if acquisition == "thompson":
         # draw a power-of-two number of samples (at least 8) so that any k <= 8 shares one program
@@ -383,34 +396,7 @@ def propose(
     return out
 
 
-# ----------------------------------------------------------------------------- the loop
-
-
-def _check_loop_args(trials, batch, initial, max_parallel, folds, mode) -> int:
-    """Validate the loop's arguments; returns ``initial`` (default ``min(trials, max(2 * batch, 4))``)."""
-
-    def is_int(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if not is_int(batch) or batch < 1:
-        raise ValueError(f"batch must be an int >= 1, got {batch!r}")
-    if not is_int(trials) or trials < 2:
-        raise ValueError(f"trials must be an int >= 2, got {trials!r}")
-    initial = min(trials, max(2 * batch, 4)) if initial is None else initial
-    if not is_int(initial) or initial < 2:
-        raise ValueError(f"initial must be an int >= 2 (the GP needs two points), got {initial!r}")
-    if not is_int(trials) or trials < initial:
-        raise ValueError(f"trials must be an int >= initial={initial}, got {trials!r}")
-    if max_parallel is not None:
-        members = batch * (folds or 1)
-        if not is_int(max_parallel) or max_parallel < members:
-            raise ValueError(
-                f"batch={batch} trials (x {folds or 1} folds) must run as one chunk: max_parallel "
-                f"must be None or an int >= {members}, got {max_parallel!r}"
-            )
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-    return initial
+# ----------------------------------------------------------------------------- the sampler
 
 
 def _gp_summary(cols: Mapping[str, slice], params: gp.GPParams) -> dict[str, Any]:
@@ -422,6 +408,100 @@ def _gp_summary(cols: Mapping[str, slice], params: gp.GPParams) -> dict[str, Any
     }
 
 
+class BayesSampler(Sampler):
+    """Bayesian optimization as a sampler: the Sobol initial design, then GP proposals.
+
+    Round 0 is the ``initial`` Sobol points (proposed as slots free up); every later
+    :meth:`propose` fits the GP to the finished trials (warm-started from the previous fit) and
+    proposes up to ``batch`` minus the trials still training, none of them a configuration
+    already evaluated or in training; at least two finished trials are needed (until then it
+    proposes nothing: the engine waits). ``callback(round, result)`` runs when every trial of
+    rounds ``0..round`` has finished (``result``: a :class:`SweepResult` so far, from
+    ``result_of(history)``); returning ``True`` stops the proposals.
+    """
+
+    def __init__(self, space: Space, trials: int, *, batch: int, initial: int, seed: int, mode: str,
+                 acquisition: str, num_candidates: int, fit_steps: int, restarts: int,
+                 patience: int | None = None, callback: Callable | None = None,
+                 result_of: Callable | None = None):  # fmt: skip
+        self.space, self.trials, self.batch, self.seed, self.mode = space, trials, batch, seed, mode
+        self.acquisition, self.num_candidates = acquisition, num_candidates
+        self.fit_steps, self.restarts = fit_steps, restarts
+        self.patience, self.callback, self.result_of = patience, callback, result_of
+        self.design = sobol(space, initial, seed=seed)
+        self.round_of: list[int] = []  # round of trial i (trial ids are 0, 1, ...)
+        self.rounds, self.reported, self.stopped = 1, 0, False
+        self.params: gp.GPParams | None = None
+        self.gp: list[dict] = []
+        self.propose_seconds = 0.0
+
+    @property
+    def total(self) -> int:
+        return self.trials
+
+    def propose(self, history, k: int) -> list[Proposal]:
+        n = len(self.round_of)
+        k = min(k, self.trials - n)
+        if self.stopped or k <= 0:
+            return []
+        if n < len(self.design):
+            configs, rnd = self.design[n : n + k], 0
+        else:
+            done = [history[t] for t in history.finished() if history[t].step]
+            pending = [history[t].config for t in history if not history[t].finished]
+            k = min(k, self.batch - len(pending))
+            if k <= 0 or len(done) < 2:
+                return []
+            t0 = time.perf_counter()
+            objectives = [history.result(r.trial, self.patience).objective for r in done]
+            configs, self.params = _propose(
+                self.space, [r.config for r in done], objectives, k,
+                (self.seed, self.rounds), self.mode, self.acquisition, self.num_candidates, self.fit_steps,
+                self.restarts, self.params, pending,
+            )  # fmt: skip
+            self.propose_seconds += time.perf_counter() - t0
+            self.gp.append(_gp_summary(unit_columns(self.space), self.params))
+            rnd, self.rounds = self.rounds, self.rounds + 1
+        self.round_of += [rnd] * len(configs)
+        return [Proposal(c, n + i) for i, c in enumerate(configs)]
+
+    def tell(self, history, trial: int) -> None:
+        while self.callback is not None and not self.stopped and self.reported < self.rounds:
+            members = [t for t, r in enumerate(self.round_of) if r <= self.reported]
+            incomplete = self.reported == 0 and len(self.round_of) < len(self.design)
+            if incomplete or not members or not all(history[t].finished for t in members if t in history):
+                return
+            self.stopped = bool(self.callback(self.reported, self.result_of(history)))
+            self.reported += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        params = None if self.params is None else [np.asarray(a, np.float64).tolist() for a in self.params]
+        return {"round_of": self.round_of, "rounds": self.rounds, "reported": self.reported,
+                "stopped": self.stopped, "params": params, "gp": self.gp}  # fmt: skip
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.round_of, self.rounds = list(state["round_of"]), int(state["rounds"])
+        self.reported, self.stopped, self.gp = (
+            int(state["reported"]),
+            bool(state["stopped"]),
+            list(state["gp"]),
+        )
+        p = state["params"]
+        self.params = None if p is None else gp.GPParams(*(jnp.asarray(a, jnp.float32) for a in p))
+
+
+def _check_loop_args(trials, batch, initial) -> int:
+    """Validate the loop's arguments; returns ``initial`` (default ``min(trials, max(2 * batch, 4))``)."""
+    batch = check_int("batch", batch)
+    trials = check_int("trials", trials, 2)
+    initial = min(trials, max(2 * batch, 4)) if initial is None else initial
+    if isinstance(initial, bool) or not isinstance(initial, int) or initial < 2:
+        raise ValueError(f"initial must be an int >= 2 (the GP needs two points), got {initial!r}")
+    if trials < initial:
+        raise ValueError(f"trials must be an int >= initial={initial}, got {trials!r}")
+    return initial
+
+
 def bayesian(
     task: Task,
     space: Space | Mapping[str, Any],
@@ -430,126 +510,70 @@ def bayesian(
     steps: int,
     batch: int = 8,
     initial: int | None = None,
-    eval_every: int | None = None,
-    seed: int = 0,
-    mode: str = "min",
     acquisition: str = "thompson",
     num_candidates: int = 2048,
     fit_steps: int = 300,
     restarts: int = 4,
-    max_parallel: int | None = None,
-    memory_budget: int | str | None = None,
-    devices: int | Sequence[Any] | None = None,
-    patience: int | None = None,
-    min_delta: float = 0.0,
-    folds: int | None = None,
-    keep_states: str = "best",
-    check_params: bool = True,
-    progress: bool = True,
     callback: Callable[[int, SweepResult], bool | None] | None = None,
+    scheduler: TrialScheduler | None = None,
+    **options: Any,
 ) -> SweepResult:
     """Bayesian optimization of ``task`` over ``space`` with ``trials`` evaluations in all.
 
+    A :class:`BayesSampler` on the engine (:func:`jopt.sweep.search`): chunks are sized for
+    ``batch`` trials; a slot that frees up (a trial finished, stopped early, diverged or was pruned
+    by ``scheduler``) is refilled with a new proposal, so at most ``batch`` trials train at once.
+    Trial ``i`` gets the keys it would get in ``run(..., seed=seed)``.
+
     Args:
-      task, space, steps, eval_every, seed, mode, max_parallel, memory_budget, devices, patience,
-        min_delta, folds, keep_states, check_params: as in :func:`jopt.sweep.run` (every round is one
-        ``run`` call with continuing ``trial_ids``; trial ``i`` gets the keys it would get in
-        ``run(..., seed=seed)``).
+      task, space, steps: as in :func:`jopt.sweep.run`.
       trials: total number of configurations evaluated, initial design included.
-      batch: configurations proposed per round and trained together (one chunk; with
-        ``max_parallel`` set, ``batch * folds`` must fit in it; a ``memory_budget`` too small
-        for the whole batch splits it into several chunks).
+      batch: most trials training at once (and the size of a proposal round).
       initial: size of the Sobol initial design (>= 2; default ``min(trials, max(2 * batch, 4))``).
       acquisition: ``"thompson"`` (default) or ``"ei"`` (kriging believer); see the module docstring.
       num_candidates, fit_steps, restarts: see :func:`propose`.
-      progress: a progress bar over trials with the best objective so far.
-      callback: called as ``callback(round, result_so_far)`` after each round; returning
-        ``True`` stops the search (e.g. on a wall-clock budget).
+      callback: ``callback(round, result_so_far)`` once the trials of rounds ``0..round`` have
+        finished (round 0: the initial design); returning ``True`` stops the search.
+      scheduler: an optional trial scheduler (e.g. :class:`~jopt.sweep.scheduler.MedianStopping`).
+      **options: the shared options of :func:`jopt.sweep.options.make_options` (``eval_every``,
+        ``seed``, ``mode``, ``folds``, ``patience``, ``memory_budget``, ``checkpoint_dir``, ...).
 
     Returns:
-      A :class:`~jopt.sweep.results.SweepResult` over all rounds (trial ids ``0..trials-1`` in
-      evaluation order). ``stats`` adds ``"trial_round"`` (round of each trial, 0 = initial
-      design), ``"rounds"``, ``"round_compiles"`` (engine compiles per round),
+      A :class:`~jopt.sweep.results.SweepResult` (trial ids ``0..trials-1`` in proposal order).
+      ``stats`` adds ``"trial_round"`` (round of each trial, 0 = initial design), ``"rounds"``,
       ``"propose_seconds"`` and ``"gp"`` (fitted hyperparameters per round, length scales by
       dimension).
 
     Raises:
-      ValueError: bad ``batch``, ``initial``, ``trials``, ``max_parallel``, ``acquisition``,
-        ``num_candidates``, ``mode`` or space (before any compile); the errors of
-        :func:`jopt.sweep.run` for the rest.
+      ValueError: bad ``batch``, ``initial``, ``trials``, ``acquisition``, ``num_candidates``,
+        options or space (before any compile).
 
     Example (``task`` as in :mod:`jopt.sweep`)::
 
         result = sweep.bayesian(task, space, 48, batch=8, steps=300, eval_every=100)
         print(result.best_config, result.stats["trial_round"])
     """
-    t_start = time.perf_counter()
+    opts = make_options(steps=steps, **{k: v for k, v in options.items() if not k.startswith("_")})
     space = space if isinstance(space, Space) else Space(space)
-    initial = _check_loop_args(trials, batch, initial, max_parallel, folds, mode)
-    _check_propose_args(batch, num_candidates, acquisition, mode, 2)
-    cols = unit_columns(space)
-    run_kwargs = dict(
-        steps=steps, eval_every=eval_every, seed=seed, mode=mode, max_parallel=max_parallel, devices=devices,
-        memory_budget=memory_budget, patience=patience, min_delta=min_delta, folds=folds,
-        keep_states=keep_states, progress=False, check_params=check_params,
-    )  # fmt: skip
-    done: list[TrialResult] = []
-    states: dict[int, Any] = {}
-    stats: dict[str, Any] = {"trial_round": [], "round_compiles": [], "gp": [], "propose_seconds": 0.0}
-    engine_stats: dict[str, Any] = {"compile_seconds": 0.0, "compiles": 0, "chunk_sizes": {}}
-    bar = _progress_bar(trials, progress)
-
-    def evaluate(configs: list[dict], rnd: int) -> SweepResult:
-        ids = list(range(len(done), len(done) + len(configs)))
-        res = run(task, space, configs, trial_ids=ids, **run_kwargs)
-        done.extend(res.trials)
-        states.update(res.states)
-        stats["trial_round"].extend([rnd] * len(configs))
-        stats["round_compiles"].append(res.stats["compiles"])
-        engine_stats["compile_seconds"] += res.stats["compile_seconds"]
-        engine_stats["compiles"] += res.stats["compiles"]
-        for g, s in res.stats["chunk_sizes"].items():
-            engine_stats["chunk_sizes"].setdefault(g, set()).add(s)
-        for k in ("devices", "bytes_per_member"):
-            engine_stats[k] = res.stats[k]
-        current = _combine(done, states, space, task, mode, keep_states, {})
-        bar.set_postfix(best=f"{current.best.objective:.4g}", refresh=False)
-        bar.update(len(configs))
-        return current
-
-    current = evaluate(sobol(space, initial, seed=seed), 0)
-    stop = callback is not None and bool(callback(0, current))
-    params, rnd = None, 1
-    while len(done) < trials and not stop:
-        k = min(batch, trials - len(done))
-        t0 = time.perf_counter()
-        configs, params = _propose(
-            space, [t.hyperparams for t in done], [t.objective for t in done], k, (seed, rnd), mode,
-            acquisition, num_candidates, fit_steps, restarts, params,
-        )  # fmt: skip
-        stats["propose_seconds"] += time.perf_counter() - t0
-        stats["gp"].append(_gp_summary(cols, params))
-        current = evaluate(configs, rnd)
-        stop = callback is not None and bool(callback(rnd, current))
-        rnd += 1
-    bar.close()
-    stats["rounds"] = rnd
-    engine_stats["chunk_sizes"] = {g: sorted(s) for g, s in engine_stats["chunk_sizes"].items()}
-    stats.update(engine_stats)
-    stats["wall_seconds"] = time.perf_counter() - t_start
-    return _combine(done, states, space, task, mode, keep_states, stats)
-
-
-def _combine(done, states, space, task, mode, keep_states, stats) -> SweepResult:
+    initial = _check_loop_args(trials, batch, initial)
+    _check_propose_args(batch, num_candidates, acquisition, opts.mode, 2)
+    unit_columns(space)
     logs = tuple(n for n in space if isinstance(space[n], LogUniform))
-    result = SweepResult(list(done), mode, stats, logs, dict(states), task.params)
-    if keep_states == "best":
-        best = result.best.trial
-        result.states = {best: states[best]} if best in states else {}
+
+    def result_of(history) -> SweepResult:
+        return SweepResult(history.results(opts.patience), opts.mode, {}, logs)
+
+    sampler = BayesSampler(space, trials, batch=batch, initial=initial, seed=opts.seed, mode=opts.mode,
+                           acquisition=acquisition, num_candidates=num_candidates, fit_steps=fit_steps,
+                           restarts=restarts, patience=opts.patience, callback=callback,
+                           result_of=result_of)  # fmt: skip
+    method = {"name": "bayesian", "trials": trials, "batch": batch, "initial": initial,
+              "acquisition": acquisition, "num_candidates": num_candidates, "fit_steps": fit_steps,
+              "restarts": restarts}  # fmt: skip
+    check_task(task, space, sampler.design[:1], num_folds=opts.folds)
+    result = search(task, space, sampler, scheduler, parallel=batch, method=method, steps=steps, **options)
+    result.stats.update(
+        trial_round=sampler.round_of[: len(result.trials)], rounds=sampler.rounds, gp=sampler.gp,
+        propose_seconds=sampler.propose_seconds,
+    )  # fmt: skip
     return result
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc="bayesian", unit="trial", leave=True)

@@ -1,30 +1,35 @@
-r"""Optuna samplers driving the vectorized engine: ask K trials, train them as one chunk, tell.
+r"""Optuna samplers and pruners driving the vectorized engine: ask, train in a chunk, report, tell.
 
 Optuna is an optional dependency (``pip install jopt[optuna]``; CMA-ES also needs ``cmaes``);
 this module imports it only when called.
 
-Algorithm. Let :math:`N` be the requested number of trials and :math:`K` the batch size.
-The trials that *count* toward :math:`N` are the set :math:`C`: complete, pruned, running,
-queued (``WAITING``, e.g. retries), or failed because training diverged. Every round:
+:func:`optuna_search` runs an :class:`OptunaSampler` -- the study seen through both engine
+protocols (:mod:`jopt.sweep.samplers`, :mod:`jopt.sweep.scheduler`) -- on the engine
+(:func:`jopt.sweep.search`). Let :math:`N` be the requested number of trials and :math:`K` the
+batch size (most trials training at once). The trials that *count* toward :math:`N` are the set
+:math:`C`: complete, pruned, running, queued (``WAITING``, e.g. retries), or failed because
+training diverged. Whenever a chunk has free slots (at the start, and each time a trial
+finishes, diverges or is pruned):
 
 1. fail the study's *stale* trials (heartbeat older than the storage's grace period: their
    process died) and queue their configurations again (at most ``MAX_RETRIES`` times);
-2. :math:`r = N - |C \setminus \text{WAITING}|`; stop when :math:`r \le 0`;
-3. ask :math:`k = \min(K, r)` trials with fixed distributions (:func:`to_distributions`;
-   queued trials come first). Several processes may ask at once, so an asked trial whose rank
-   in :math:`C` ordered by trial number (numbers are assigned atomically by the storage) is
-   :math:`\ge N` is cancelled (failed with ``user_attrs["jopt_status"] == "cancelled"``). A
-   trial's rank never grows (new trials get larger numbers), so no more than :math:`N` trials
-   are ever trained;
-4. train the asked configurations with :func:`jopt.sweep.run` as one vectorized chunk, with
-   ``trial_ids`` = Optuna trial numbers, so a trial's random keys depend only on
-   ``(seed, trial number)``, not on which process or batch evaluated it. The chunk is padded to
-   :math:`\min(K, N)` members with copies of a configuration (results discarded), so every
-   round reuses the same compiled program;
-5. report the objective at every segment boundary as intermediate values and tell the final
-   objective (early stopping: the best one). A diverged trial is told ``FAIL`` (Optuna's
-   convention for a NaN objective; samplers then ignore it) or, with ``diverged_value=v``,
-   ``COMPLETE`` with value ``v`` so that the sampler learns to avoid the region.
+2. :math:`r = N - |C \setminus \text{WAITING}|`; nothing more is asked when :math:`r \le 0`;
+3. ask :math:`k = \min(\text{free}, K - \text{training}, r)` trials with fixed distributions
+   (:func:`to_distributions`; queued trials come first). Several processes may ask at once, so
+   an asked trial whose rank in :math:`C` ordered by trial number (numbers are assigned
+   atomically by the storage) is :math:`\ge N` is cancelled (failed with
+   ``user_attrs["jopt_status"] == "cancelled"``). A trial's rank never grows (new trials get
+   larger numbers), so no more than :math:`N` trials are ever trained;
+4. the asked configurations fill the free slots (their state built by the compiled ``init``,
+   their values written into the traced arrays: no recompile), with trial id = Optuna trial
+   number, so a trial's random keys depend only on ``(seed, trial number)``, not on which
+   process or chunk trained it;
+5. after every segment each trial's objective is reported (``trial.report(value, step)``) and,
+   with a pruner, ``trial.should_prune()`` ends it (told ``PRUNED``; its slot takes the next
+   trial); a finished trial is told its objective (early stopping: the best one). A diverged
+   trial is told ``FAIL`` (Optuna's convention for a NaN objective; samplers then ignore it) or,
+   with ``diverged_value=v``, ``COMPLETE`` with value ``v`` so that the sampler learns to avoid
+   the region.
 
 Resuming: call again with the same storage and study name; trials already counted are not
 redone. Trials left ``RUNNING`` by a killed process are failed once their heartbeat is stale
@@ -43,13 +48,13 @@ Example (a 1-D quadratic trained by gradient descent; the best step sizes are ne
   ...     evaluate=lambda hp, x: (x - 3.0) ** 2)
   >>> space = sweep.Space(lr=sweep.loguniform(1e-3, 0.9))
   >>> r = optuna_search(task, space, 8, batch=4, steps=5, sampler="qmc", seed=0, progress=False)
-  >>> r.stats["rounds"], [t.trial for t in r.trials]
-  (2, [0, 1, 2, 3, 4, 5, 6, 7])
+  >>> r.stats["rounds"], [t.trial for t in r.trials], r.stats["compiles"]
+  (2, [0, 1, 2, 3, 4, 5, 6, 7], 2)
   >>> 0.2 < r.best_config["lr"] < 0.8
   True
 
 With ``storage="sqlite:///sweep.db", study_name="lr"``, several processes share the study and a
-rerun resumes it.
+rerun resumes it; ``pruner=optuna.pruners.MedianPruner()`` prunes through the engine.
 """
 
 from __future__ import annotations
@@ -58,12 +63,13 @@ import math
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jopt.sweep import engine
+from jopt.sweep.engine import search
+from jopt.sweep.options import check_int, make_options
 from jopt.sweep.optuna_study import (
     SAMPLERS,
     _abandon,
@@ -80,16 +86,22 @@ from jopt.sweep.optuna_study import (
     create_study,
 )
 from jopt.sweep.results import SweepResult, TrialResult
-from jopt.sweep.samplers import sample
-from jopt.sweep.space import Choice, Fixed, Integer, LogUniform, Space, Uniform
+from jopt.sweep.samplers import Proposal, Sampler, sample
+from jopt.sweep.scheduler import PRUNE, TrialScheduler
+from jopt.sweep.space import Choice, Fixed, Integer, Space, Uniform
 from jopt.sweep.task import Task, check_task
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
-__all__ = ["SAMPLERS", "config_from_params", "create_study", "optuna_search", "to_distributions"]
-
-PAD_ID = 2**31  # trial ids of padding members (never an Optuna trial number in practice)
+__all__ = [
+    "SAMPLERS",
+    "OptunaSampler",
+    "config_from_params",
+    "create_study",
+    "optuna_search",
+    "to_distributions",
+]
 
 
 # ----------------------------------------------------------------------------- space <-> distributions
@@ -171,40 +183,76 @@ def config_from_params(space: Space, params: Mapping[str, Any]) -> dict[str, Any
     return space.validate_config(config)
 
 
-def _pad(configs: list[dict], space: Space, target: int) -> list[dict]:
-    """Padding configurations so that chunk sizes repeat: the whole round up to ``target`` for a
-    single static group, else each group up to a power of two (at most ``target``)."""
-    groups: dict[tuple, list[dict]] = {}
-    for c in configs:
-        groups.setdefault(tuple(repr(c[n]) for n in space.static_names), []).append(c)
-    pads = []
-    for members in groups.values():
-        want = target if len(groups) == 1 else min(target, 1 << (len(members) - 1).bit_length())
-        pads += [members[0]] * max(0, want - len(members))
-    return pads
-
-
 # ----------------------------------------------------------------------------- tell
 
 
-def _tell(study, trial, res: TrialResult, diverged_value: float | None, report: bool) -> None:
+def _tell(study, trial, res: TrialResult, diverged_value: float | None) -> None:
     optuna = _optuna()
     trial.set_user_attr("jopt_status", res.status)
     trial.set_user_attr("jopt_steps_trained", int(res.steps_trained))
     last = {k: v[-1] for k, v in res.history.items() if k.startswith("eval/") and v and math.isfinite(v[-1])}
     if last:
         trial.set_user_attr("jopt_eval", last)
-    if report:
-        for step, value in zip(res.history["step"], res.history["objective"], strict=True):
-            if math.isfinite(value):
-                trial.report(float(value), int(step))
     if res.status == "diverged":
         if diverged_value is None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, float(diverged_value))
+    elif res.status == "pruned":
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:
         study.tell(trial, float(res.objective))
+
+
+# ----------------------------------------------------------------------------- sampler and pruner
+
+
+class OptunaSampler(Sampler, TrialScheduler):
+    """An Optuna study as both protocols: ``propose`` asks it for trials (at most ``batch``
+    training at once, the study's budget of ``trials`` counted across workers), ``decide``
+    reports each segment's objective as an intermediate value and prunes when the study's pruner
+    says so (``prune``), ``tell`` tells the final value."""
+
+    def __init__(self, study, space: Space, trials: int, batch: int, *, diverged_value: float | None,
+                 report: bool, prune: bool, patience: int | None):  # fmt: skip
+        self.study, self.space, self.trials, self.batch = study, space, trials, batch
+        self.dists = to_distributions(space)
+        self.diverged_value, self.report, self.prune, self.patience = diverged_value, report, prune, patience
+        self.host = f"{socket.gethostname()}:{os.getpid()}"
+        self.in_flight: dict[int, Any] = {}
+        self.stats = dict.fromkeys(("rounds", "cancelled", "requeued"), 0)
+
+    def propose(self, history, k: int) -> list[Proposal]:
+        k = min(k, self.batch - len(self.in_flight))
+        while k > 0:
+            _fail_stale(self.study)
+            active = _counted(self.study)[1]
+            if active >= self.trials:
+                return []
+            asked = _ask(self.study, self.dists, min(k, self.trials - active), self.host)  # queued first
+            asked, excess = _keep_within_budget(self.study, asked, self.trials)
+            _abandon(self.study, excess, "cancelled", retry=False)
+            self.stats["cancelled"] += len(excess)
+            if asked:
+                self.stats["rounds"] += 1
+                self.in_flight.update({t.number: t for t in asked})
+                return [Proposal(config_from_params(self.space, t.params), t.number) for t in asked]
+        return []
+
+    def decide(self, history, trials) -> dict[int, str]:
+        out = {}
+        for t in trials:
+            rec, trial = history[t], self.in_flight[t]
+            if self.report and math.isfinite(rec.last):
+                trial.report(float(rec.last), int(rec.age))
+                if self.prune and rec.status == "running" and trial.should_prune():
+                    out[t] = PRUNE
+        return out
+
+    def tell(self, history, trial: int) -> None:
+        t = self.in_flight.pop(trial, None)
+        if t is not None:
+            _tell(self.study, t, history.result(trial, self.patience), self.diverged_value)
 
 
 # ----------------------------------------------------------------------------- the search
@@ -216,202 +264,109 @@ def optuna_search(
     trials: int,
     *,
     steps: int,
-    eval_every: int | None = None,
     batch: int | None = None,
     sampler: str | optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    prune: bool | None = None,
     study: optuna.Study | None = None,
     storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str | None = None,
-    seed: int = 0,
     sampler_seed: int | None = None,
-    mode: str = "min",
     diverged_value: float | None = None,
-    max_parallel: int | None = None,
-    memory_budget: int | str | None = None,
-    devices: int | Sequence[Any] | None = None,
-    patience: int | None = None,
-    min_delta: float = 0.0,
-    folds: int | None = None,
-    check_params: bool = True,
-    keep_states: str = "best",
     report_intermediate: bool = True,
     heartbeat_interval: int | None = 10,
     grace_period: int | None = None,
     reset_running: bool = False,
-    progress: bool = True,
+    **options: Any,
 ) -> SweepResult:
-    """Search with an Optuna sampler, training ``batch`` asked trials at a time as one vectorized chunk.
+    """Search with an Optuna sampler (and pruner) driving the vectorized engine.
 
     See the module docstring for the algorithm, the trial budget and the handling of diverged,
     interrupted and stale trials.
 
     Args:
-      task, space, steps, eval_every, mode, devices, patience, min_delta, folds, check_params:
-        as in :func:`jopt.sweep.run`.
+      task, space, steps: as in :func:`jopt.sweep.run`.
       trials: number of trials the study should count when done (trials already in the study,
         e.g. from an interrupted run or another worker, included).
-      batch: trials asked and trained together (default 8, or fewer to fit ``max_parallel``).
+      batch: most trials training at once (default 8); a slot that frees up is refilled with a
+        newly asked trial.
       sampler: ``"tpe"`` (default), ``"cmaes"``, ``"qmc"`` (scrambled Sobol), ``"random"`` (seeded
         with ``sampler_seed``), or an ``optuna.samplers.BaseSampler``. Not with ``study=``.
-      study: an existing ``optuna.Study`` to extend (its own sampler is used).
+      pruner: an ``optuna.pruners.BasePruner`` (e.g. ``MedianPruner``, ``SuccessiveHalvingPruner``,
+        ``HyperbandPruner``): a trial it prunes after a segment ends, and its slot takes the next
+        trial. Not with ``study=``.
+      prune: whether to ask the study's pruner after every segment (default: when ``pruner`` is
+        given; ``prune=True`` with ``study=`` uses that study's own pruner).
+      study: an existing ``optuna.Study`` to extend (its own sampler, and pruner if ``prune``).
       storage: an Optuna storage or URL (``"sqlite:///sweep.db"``) shared by workers and resumes;
         a URL gets heartbeats (``heartbeat_interval`` s, stale after ``grace_period`` s, default
         twice the interval). Needs ``study_name``.
       study_name: name of the study to create or load.
-      seed: seeds every trial's keys (with its trial number); the same for all workers.
       sampler_seed: seeds a sampler given by name (default ``seed``); give each worker of a shared
         TPE or random study its own (QMC: the same for all).
       diverged_value: ``None`` tells diverged trials ``FAIL``; a number tells them ``COMPLETE``
         with that value.
-      max_parallel: most members (trials x folds) in one chunk; ``batch * folds`` must fit.
-      memory_budget: as in :func:`jopt.sweep.run`; a budget too small for a whole batch splits
-        each round into several chunks.
-      keep_states: ``"best"`` keeps the trained state of this call's best trial, ``"none"`` none.
-      report_intermediate: report the objective at every segment boundary (``trial.report``).
+      report_intermediate: report the objective after every segment (``trial.report``; needed by
+        pruners).
       reset_running: first fail every RUNNING trial of the study and queue its configuration
         again (after a crash, when no other worker is running).
-      progress: a progress bar over the study's trials.
+      **options: the shared options of :func:`jopt.sweep.options.make_options` (``eval_every``,
+        ``seed`` -- every trial's keys come from it and its trial number, the same for all
+        workers --, ``mode``, ``folds``, ``patience``, ``memory_budget``, ``checkpoint_dir``, ...).
 
     Returns:
       A :class:`~jopt.sweep.results.SweepResult` of the trials this call trained (``trial`` is the
-      Optuna trial number; histories and the best state as in :func:`jopt.sweep.run`); for the
-      whole study use the study (``optuna.load_study(study_name=..., storage=...)``).
-      ``stats`` adds ``rounds``, ``evaluated``, ``cancelled``, ``requeued``, ``padded``,
-      ``study_name``, ``study_trials`` (counted trials at the end) and ``sampler``.
+      Optuna trial number); for the whole study use the study. ``stats`` adds ``rounds`` (asks
+      that got trials), ``evaluated``, ``cancelled``, ``requeued``, ``study_name``,
+      ``study_trials`` (counted trials at the end) and ``sampler``.
 
     Raises:
       ValueError: bad arguments (before any compile or study change).
       ImportError: Optuna (or ``cmaes`` for CMA-ES) is not installed.
     """
     t_start = time.perf_counter()
-    eval_every, batch = _check_args(
-        trials, steps, eval_every, batch, mode, folds, keep_states, patience, min_delta, max_parallel,
-        diverged_value,
-    )  # fmt: skip
+    opts = make_options(steps=steps, **{k: v for k, v in options.items() if not k.startswith("_")})
+    trials = check_int("trials", trials)
+    batch = 8 if batch is None else check_int("batch", batch)
+    if diverged_value is not None and not math.isfinite(diverged_value):
+        raise ValueError(f"diverged_value must be None or a finite number, got {diverged_value!r}")
+    prune = pruner is not None if prune is None else bool(prune)
+    if prune and not report_intermediate:
+        raise ValueError("a pruner needs the intermediate values: report_intermediate must be True")
     space = space if isinstance(space, Space) else Space(space)
     dists = to_distributions(space)
-    check_task(task, space, sample(space, "random", 1, seed=seed), num_folds=folds)
+    check_task(task, space, sample(space, "random", 1, seed=opts.seed), num_folds=opts.folds)
     if study is not None:
-        if storage is not None or study_name is not None or sampler is not None:
-            raise ValueError("pass either study= or storage=/study_name=/sampler=, not both")
-        _check_direction(study, mode)
+        if storage is not None or study_name is not None or sampler is not None or pruner is not None:
+            raise ValueError("pass either study= or storage=/study_name=/sampler=/pruner=, not both")
+        _check_direction(study, opts.mode)
     else:
         study = create_study(
             sampler="tpe" if sampler is None else sampler,
-            sampler_seed=seed if sampler_seed is None else sampler_seed,
-            storage=storage, study_name=study_name, mode=mode, heartbeat_interval=heartbeat_interval,
+            sampler_seed=opts.seed if sampler_seed is None else sampler_seed, pruner=pruner,
+            storage=storage, study_name=study_name, mode=opts.mode, heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
         )  # fmt: skip
-    settings = {"steps": steps, "eval_every": eval_every, "seed": seed, "folds": folds, "patience": patience}
+    settings = {"steps": steps, "eval_every": opts.eval_every, "seed": opts.seed, "folds": opts.folds,
+                "patience": opts.patience}  # fmt: skip
     _check_settings(study, dict(settings, params=sorted(dists)))
-    run_kw = dict(
-        steps=steps, eval_every=eval_every, seed=seed, mode=mode, max_parallel=max_parallel, devices=devices,
-        memory_budget=memory_budget, patience=patience, min_delta=min_delta, folds=folds,
-        check_params=check_params, progress=False,
-    )  # fmt: skip
-
-    host = f"{socket.gethostname()}:{os.getpid()}"
-    stats: dict[str, Any] = dict.fromkeys(("rounds", "evaluated", "cancelled", "requeued", "padded"), 0)
-    stats.update(compiles=0, compile_seconds=0.0, chunk_sizes=set(), devices=None)
-    results: list[TrialResult] = []
-    best: tuple[Any, Any] = (None, None)  # (TrialResult, state)
+    smp = OptunaSampler(study, space, trials, batch, diverged_value=diverged_value,
+                        report=report_intermediate, prune=prune, patience=opts.patience)  # fmt: skip
     if reset_running:
-        stats["requeued"] += _reset_running(study)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=trials, disable=not progress, desc="optuna", unit="trial")
+        smp.stats["requeued"] += _reset_running(study)
+    method = {"name": "optuna", "study": study.study_name, "trials": trials, "batch": batch}
+    storage_hb = _heartbeat_storage(study)
     try:
-        while True:
-            _fail_stale(study)
-            active = _counted(study)[1]
-            bar.n = min(active, trials)
-            bar.refresh()
-            if active >= trials:
-                break
-            asked = _ask(study, dists, min(batch, trials - active), host)  # queued ones first
-            asked, excess = _keep_within_budget(study, asked, trials)
-            _abandon(study, excess, "cancelled", retry=False)
-            stats["cancelled"] += len(excess)
-            if not asked:
-                continue
-            r, real = _evaluate(study, task, space, asked, min(batch, trials), keep_states, run_kw, stats)
-            for trial, res in zip(asked, real, strict=True):
-                _tell(study, trial, res, diverged_value, report_intermediate)
-            best = _better(best, r, real)
-            results += real
-            if best[0] is not None:
-                bar.set_postfix(best=f"{best[0].objective:.4g}", refresh=False)
-    finally:
-        bar.close()
-    stats.update(
-        chunk_sizes=sorted(stats["chunk_sizes"]),
-        wall_seconds=time.perf_counter() - t_start,
-        study_name=study.study_name,
-        study_trials=_counted(study)[1],
-        sampler=type(study.sampler).__name__,
-    )
-    logs = tuple(n for n in space if isinstance(space[n], LogUniform))
-    states = {best[0].trial: best[1]} if best[0] is not None and best[1] is not None else {}
-    results.sort(key=lambda t: t.trial)
-    return SweepResult(results, mode, stats, logs, states, task.params)
-
-
-def _check_args(
-    trials, steps, eval_every, batch, mode, folds, keep_states, patience, min_delta, max_parallel, diverged
-) -> tuple[int, int]:
-    """Validate the arguments (before any compile or study change); ``(eval_every, batch)``."""
-    eval_every = engine._check_args(steps, eval_every, mode, folds, keep_states, patience, min_delta)
-    if keep_states == "all":
-        raise ValueError("keep_states must be 'best' or 'none' (states of all trials are not kept)")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials must be a positive int, got {trials!r}")
-    members = folds or 1
-    if batch is None:
-        batch = 8 if max_parallel is None else max(1, min(8, max_parallel // members))
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be an int >= 1, got {batch!r}")
-    if max_parallel is not None and batch * members > max_parallel:
-        raise ValueError(
-            f"batch={batch} trials x {members} fold(s) exceed the chunk limit max_parallel={max_parallel}; "
-            f"need batch <= {max_parallel // members}"
-        )
-    if diverged is not None and not math.isfinite(diverged):
-        raise ValueError(f"diverged_value must be None or a finite number, got {diverged!r}")
-    return eval_every, batch
-
-
-def _evaluate(study, task, space, asked, target, keep_states, run_kw, stats) -> tuple[SweepResult, list]:
-    """Train the asked trials as one chunk (padded to ``target`` members); fail them on an error."""
-    configs = [config_from_params(space, t.params) for t in asked]
-    pads = _pad(configs, space, target)
-    ids = [t.number for t in asked] + [PAD_ID + j for j in range(len(pads))]
-    keep = "all" if pads and keep_states == "best" else keep_states  # a pad could be the best
-    try:
-        with _heartbeat(_heartbeat_storage(study), [t._trial_id for t in asked]):
-            r = engine.run(task, space, configs + pads, trial_ids=ids, keep_states=keep, **run_kw)
+        with _heartbeat(storage_hb, lambda: [t._trial_id for t in list(smp.in_flight.values())]):
+            result = search(task, space, smp, smp, parallel=batch, method=method, steps=steps, **options)
     except (KeyboardInterrupt, SystemExit):
-        stats["requeued"] += _abandon(study, asked, "interrupted", retry=True)
+        smp.stats["requeued"] += _abandon(study, list(smp.in_flight.values()), "interrupted", retry=True)
         raise
     except Exception:
-        _abandon(study, asked, "error", retry=False)
+        _abandon(study, list(smp.in_flight.values()), "error", retry=False)
         raise
-    real = [t for t in r.trials if t.trial < PAD_ID]
-    stats["rounds"] += 1
-    stats["evaluated"] += len(real)
-    stats["padded"] += len(pads)
-    stats["compiles"] += r.stats["compiles"]
-    stats["compile_seconds"] += r.stats["compile_seconds"]
-    stats["chunk_sizes"] |= set(r.stats["chunk_sizes"].values())
-    stats["devices"] = r.stats["devices"]
-    return r, real
-
-
-def _better(best: tuple, r: SweepResult, real: list[TrialResult]) -> tuple:
-    """The better of the kept best (trial, state) and this round's best real trial."""
-    if not real:
-        return best
-    probe = SweepResult(real + ([best[0]] if best[0] is not None else []), r.mode)
-    top = probe.ranked()[0]
-    if best[0] is not None and top is best[0]:
-        return best
-    return top, r.states.get(top.trial)
+    result.stats.update(
+        smp.stats, evaluated=len(result.trials), wall_seconds=time.perf_counter() - t_start,
+        study_name=study.study_name, study_trials=_counted(study)[1], sampler=type(study.sampler).__name__,
+    )  # fmt: skip
+    return result

@@ -12,7 +12,7 @@ import contextlib
 import inspect
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,6 +86,7 @@ def create_study(
     *,
     sampler: str | optuna.samplers.BaseSampler = "tpe",
     sampler_seed: int = 0,
+    pruner: optuna.pruners.BasePruner | None = None,
     storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str | None = None,
     mode: str = "min",
@@ -95,7 +96,8 @@ def create_study(
     """Create (or, with a storage, load) a study the way :func:`optuna_search` does.
 
     ``sampler``: ``"tpe"`` (constant liar, for trials asked together), ``"cmaes"``, ``"qmc"``
-    (scrambled Sobol), ``"random"`` -- seeded with ``sampler_seed`` -- or a sampler object. A
+    (scrambled Sobol), ``"random"`` -- seeded with ``sampler_seed`` -- or a sampler object;
+    ``pruner``: an Optuna pruner (default: none). A
     storage URL becomes an ``RDBStorage`` that records heartbeats every ``heartbeat_interval`` s
     (``None``: none) and fails trials silent for ``grace_period`` s (default twice the interval),
     queueing their configurations again.
@@ -108,6 +110,8 @@ def create_study(
     optuna = _optuna()
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if pruner is not None and not isinstance(pruner, optuna.pruners.BasePruner):
+        raise ValueError(f"pruner must be an optuna.pruners.BasePruner, got {pruner!r}")
     if storage is not None and study_name is None:
         raise ValueError("study_name is required with storage= (it names the study to resume)")
     for name, v in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
@@ -119,6 +123,7 @@ def create_study(
         storage=store,
         study_name=study_name,
         sampler=smp,
+        pruner=pruner if pruner is not None else optuna.pruners.NopPruner(),
         direction=direction,
         load_if_exists=storage is not None,
     )
@@ -220,18 +225,20 @@ def _beat(storage, trial_ids: Sequence[int]) -> None:
 
 
 @contextlib.contextmanager
-def _heartbeat(storage, trial_ids: Sequence[int]):
-    """Beat now, then every heartbeat interval from a daemon thread while the block runs."""
+def _heartbeat(storage, trial_ids: Sequence[int] | Callable[[], Sequence[int]]):
+    """Beat now, then every heartbeat interval from a daemon thread while the block runs;
+    ``trial_ids`` may be a function giving the current ids (trials in training change)."""
     if storage is None:
         yield
         return
     stop = threading.Event()
+    ids = trial_ids if callable(trial_ids) else (lambda: trial_ids)
 
     def loop() -> None:
         while not stop.wait(storage.get_heartbeat_interval()):
-            _beat(storage, trial_ids)
+            _beat(storage, list(ids()))
 
-    _beat(storage, trial_ids)
+    _beat(storage, list(ids()))
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:

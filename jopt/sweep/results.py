@@ -20,7 +20,35 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SweepResult", "TrialResult"]
+__all__ = ["SweepResult", "TrialResult", "rank_key", "signed"]
+
+
+def signed(objective: float, mode: str) -> float:
+    """Minimization key of an objective: ``objective`` (``"min"``) or ``-objective`` (``"max"``);
+    ``+inf`` when it is not finite.
+
+    Example:
+      >>> signed(0.5, "max"), signed(float("nan"), "min")
+      (-0.5, inf)
+    """
+    value = float(objective)
+    if not math.isfinite(value):
+        return math.inf
+    return value if mode == "min" else -value
+
+
+def rank_key(objective: float, status: str, mode: str, rung: int | None = None, trial: int = 0) -> tuple:
+    """The one ranking rule of jopt.sweep, as a sort key (smallest = best): diverged or non-finite
+    objectives last; then the higher rung first (objectives measured after different budgets are
+    not comparable); then the objective oriented by ``mode``; then the lower trial id.
+
+    Example:
+      >>> sorted([(2.0, "completed", 0), (1.0, "diverged", 0), (3.0, "pruned", 1)],
+      ...        key=lambda v: rank_key(v[0], v[1], "min", v[2]))
+      [(3.0, 'pruned', 1), (2.0, 'completed', 0), (1.0, 'diverged', 0)]
+    """
+    key = math.inf if status == "diverged" else signed(objective, mode)
+    return (key == math.inf, -(rung or 0), key, trial)
 
 
 @dataclass
@@ -87,18 +115,9 @@ class SweepResult:
     params_fn: Any = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ ranking
-    def _key(self, t: TrialResult) -> float:
-        value = t.objective if math.isfinite(t.objective) else math.inf
-        return value if self.mode == "min" else (-t.objective if math.isfinite(t.objective) else math.inf)
-
     def ranked(self) -> list[TrialResult]:
-        """Trials from best to worst (diverged last; with rungs, higher rungs first)."""
-
-        def order(t: TrialResult) -> tuple:
-            key = self._key(t)
-            return (key == math.inf, -(t.rung or 0), key, t.trial)
-
-        return sorted(self.trials, key=order)
+        """Trials from best to worst (:func:`rank_key`: diverged last; with rungs, higher rungs first)."""
+        return sorted(self.trials, key=lambda t: rank_key(t.objective, t.status, self.mode, t.rung, t.trial))
 
     @property
     def best(self) -> TrialResult:

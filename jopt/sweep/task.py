@@ -52,7 +52,17 @@ import numpy as np
 from jopt.sweep import folds as folds_lib
 from jopt.sweep.space import Hyperparams, SearchSpaceError, Space
 
-__all__ = ["Task", "TrainState", "abstract_hyperparams", "check_task", "eval_objective", "supervised_task"]
+__all__ = [
+    "BoundTask",
+    "Task",
+    "TrainState",
+    "abstract_hyperparams",
+    "bind_group",
+    "check_task",
+    "eval_objective",
+    "group_hyperparams",
+    "supervised_task",
+]
 
 
 class Task(NamedTuple):
@@ -95,6 +105,55 @@ def eval_objective(task: Task, hp: Hyperparams, state: Any) -> tuple[jax.Array, 
     return objective, {k: jnp.asarray(v, jnp.float32) for k, v in dict(metrics).items()}
 
 
+def group_hyperparams(
+    statics: Mapping[str, Any], num_folds: int | None, accessed: set[str] | None = None
+) -> Callable[[Mapping[str, Any]], Hyperparams]:
+    """``traced values -> Hyperparams`` of one static group: the one place where a group's static
+    values join the traced ones (``accessed``, if given, collects the names the task reads)."""
+    statics = dict(statics)
+
+    def hp_of(traced: Mapping[str, Any]) -> Hyperparams:
+        hp = Hyperparams({**traced, **statics}, num_folds)
+        if accessed is not None:
+            hp.accessed = accessed
+        return hp
+
+    return hp_of
+
+
+class BoundTask(NamedTuple):
+    """A task bound to one static group: functions of the traced values only, with normalized
+    outputs (float32 scalar metrics and objective); see :func:`bind_group`."""
+
+    init: Callable[..., Any]
+    step: Callable[..., Any]
+    evaluate: Callable[..., Any]
+
+
+def bind_group(task: Task, statics: Mapping[str, Any], num_folds: int | None) -> BoundTask:
+    """``task`` with the static values of one group bound (via :func:`group_hyperparams`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> t = Task(lambda hp, k: jnp.float32(hp["w0"]), lambda hp, w, k: (w * hp["a"], {"w": w}),
+      ...          lambda hp, w: w)
+      >>> b = bind_group(t, {"w0": 2.0}, None)
+      >>> b.step({"a": jnp.float32(3.0)}, b.init({}, None), None)[0]
+      Array(6., dtype=float32)
+    """
+    hp_of = group_hyperparams(statics, num_folds)
+
+    def step(hp, state, key):
+        state, metrics = task.step(hp_of(hp), state, key)
+        return state, {k: jnp.asarray(v, jnp.float32) for k, v in dict(metrics).items()}
+
+    return BoundTask(
+        lambda hp, key: task.init(hp_of(hp), key),
+        step,
+        lambda hp, state: eval_objective(task, hp_of(hp), state),
+    )
+
+
 def abstract_hyperparams(traced_dtypes: Mapping[str, str], num_folds: int | None) -> dict[str, str]:
     """Traced names and dtypes a member receives (adds ``fold`` in a cross-validated sweep)."""
     out = dict(traced_dtypes)
@@ -115,11 +174,7 @@ def _trace(task: Task, statics: Mapping[str, Any], hp_abs: Mapping[str, Any], nu
     """Abstractly evaluate init, step and evaluate; return the hyperparameter names read."""
     key = jax.eval_shape(lambda: jax.random.key(0))
     seen: set[str] = set()
-
-    def hp_of(h):
-        hp = Hyperparams({**h, **statics}, num_folds)
-        hp.accessed = seen
-        return hp
+    hp_of = group_hyperparams(statics, num_folds, seen)
 
     def phase(name, fn, *args):
         try:

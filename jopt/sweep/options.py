@@ -1,0 +1,200 @@
+"""The options every search method shares, validated once into one :class:`Options` object.
+
+Every front-end (:func:`~jopt.sweep.run`, :func:`~jopt.sweep.successive_halving`,
+:func:`~jopt.sweep.asha`, :func:`~jopt.sweep.hyperband`, :func:`~jopt.sweep.pbt`,
+:func:`~jopt.sweep.bayesian`, :func:`~jopt.sweep.optuna_search`, :func:`~jopt.sweep.search`)
+forwards its ``**options`` to :func:`make_options`; the engine reads only the resulting
+:class:`Options`. Bad values raise ``ValueError`` naming the argument before anything is traced
+or compiled.
+
+Example:
+  >>> o = make_options(steps=100, eval_every=25, mode="max", folds=3, memory_budget="1GB")
+  >>> o.segments, o.sign, o.members_per_trial, o.memory_budget
+  (4, -1.0, 3, 1000000000)
+  >>> make_options(steps=100, eval_every=30)
+  Traceback (most recent call last):
+  ...
+  ValueError: eval_every must be a positive int dividing steps=100, got 30
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+__all__ = ["KEEP_STATES", "MODES", "Options", "check_int", "check_mode", "make_options", "parse_bytes"]
+
+MODES = ("min", "max")
+KEEP_STATES = ("best", "all", "none")
+
+
+def check_int(name: str, value: Any, low: int = 1, *, optional: bool = False) -> int | None:
+    """``value`` as an int ``>= low`` (bools rejected), else ``ValueError`` naming ``name``.
+
+    Example:
+      >>> check_int("trials", 4), check_int("patience", None, optional=True)
+      (4, None)
+    """
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        kind = {0: "a non-negative int", 1: "a positive int"}.get(low, f"an int >= {low}")
+        what = f"None or {kind}" if optional else kind
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_mode(mode: Any) -> str:
+    """``mode`` if it is ``"min"`` or ``"max"``, else ``ValueError``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    return mode
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(value: int | float | str) -> int:
+    """Bytes from a number or a string such as ``"512MB"`` or ``"2 GiB"``.
+
+    Example:
+      >>> parse_bytes("1.5GB"), parse_bytes("64 MiB"), parse_bytes(1000)
+      (1500000000, 67108864, 1000)
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueError(f"cannot parse memory size {value!r} (examples: '512MB', '2GiB')")
+    text = value.strip().lower().replace(" ", "")
+    num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(num) :]
+    if unit not in _UNITS or not num:
+        raise ValueError(f"cannot parse memory size {value!r} (examples: '512MB', '2GiB')")
+    return int(float(num) * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated options of one search (see :func:`make_options` for their meaning).
+
+    Derived: :attr:`sign` (+1 minimizing, -1 maximizing), :attr:`segments`
+    (``steps // eval_every``) and :attr:`members_per_trial` (folds, or 1).
+    """
+
+    steps: int
+    eval_every: int
+    mode: str = "min"
+    seed: int = 0
+    max_parallel: int | None = None
+    memory_budget: int | None = None
+    devices: int | tuple | None = None
+    patience: int | None = None
+    min_delta: float = 0.0
+    folds: int | None = None
+    checkpoint_dir: str | None = None
+    keep_states: str = "best"
+    progress: bool = True
+    check_params: bool = True
+    timeout: float | None = None
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.mode == "min" else -1.0
+
+    @property
+    def segments(self) -> int:
+        return self.steps // self.eval_every
+
+    @property
+    def members_per_trial(self) -> int:
+        return self.folds or 1
+
+
+OPTION_NAMES = frozenset(f.name for f in fields(Options))
+
+
+def make_options(
+    *,
+    steps: int,
+    eval_every: int | None = None,
+    mode: str = "min",
+    seed: int = 0,
+    max_parallel: int | None = None,
+    memory_budget: int | str | None = None,
+    devices: int | Sequence[Any] | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    folds: int | None = None,
+    checkpoint_dir: str | None = None,
+    keep_states: str = "best",
+    progress: bool = True,
+    check_params: bool = True,
+    timeout: float | None = None,
+) -> Options:
+    """Validate the shared options of a search.
+
+    Args:
+      steps: training steps of a trial that runs to the end.
+      eval_every: steps per segment (one compiled ``lax.scan``, then one evaluation and one
+        scheduler decision); must divide ``steps``. Default: ``steps``.
+      mode: ``"min"`` or ``"max"`` the objective.
+      seed: seeds the sampler and every trial's keys (trial ``i`` always gets the same keys).
+      max_parallel: most members (trials x folds) in one compiled chunk.
+      memory_budget: bytes (or ``"2GB"``) for a chunk's states and temporaries; caps the chunk
+        from an estimate of one member's needs (``stats["bytes_per_member"]``).
+      devices: a device count or list to shard the trial axis over (default: all devices).
+      patience, min_delta: early stopping of a member after ``patience`` evaluations without an
+        improvement of more than ``min_delta``; it keeps its best state.
+      folds: k-fold cross-validation (``hp["fold"]`` in the task); a trial is ``k`` members.
+      checkpoint_dir: save at every segment boundary and resume from there when rerun.
+      keep_states: keep the trained state of the ``"best"`` trial, of ``"all"``, or ``"none"``.
+      progress: show a progress bar (tqdm).
+      check_params: also treat a non-finite training *state* as divergence (not only metrics).
+      timeout: seconds of wall time: no segment starts that would end after it (estimated from
+        the last one); trials still running then are pruned.
+
+    Raises:
+      ValueError: naming the first bad argument.
+    """
+    steps = check_int("steps", steps)
+    eval_every = steps if eval_every is None else eval_every
+    if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
+        raise ValueError(f"eval_every must be a positive int dividing steps={steps}, got {eval_every!r}")
+    if steps % eval_every:
+        raise ValueError(f"eval_every must be a positive int dividing steps={steps}, got {eval_every!r}")
+    check_mode(mode)
+    seed = check_int("seed", seed, 0)
+    max_parallel = check_int("max_parallel", max_parallel, optional=True)
+    budget = None
+    if memory_budget is not None:
+        budget = parse_bytes(memory_budget)
+        if budget < 1:
+            raise ValueError(f"memory_budget must be a positive size, got {memory_budget!r}")
+    if devices is not None and not isinstance(devices, int):
+        devices = tuple(devices)
+        if not devices:
+            raise ValueError("devices must be None, a positive int or a non-empty list of devices")
+    elif isinstance(devices, bool) or (isinstance(devices, int) and devices < 1):
+        raise ValueError(f"devices must be None, a positive int or a list of devices, got {devices!r}")
+    patience = check_int("patience", patience, optional=True)
+    ok = isinstance(min_delta, (int, float, np.number)) and not isinstance(min_delta, bool)
+    if not ok or not min_delta >= 0 or not math.isfinite(min_delta):
+        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+    folds = check_int("folds", folds, 2, optional=True)
+    if keep_states not in KEEP_STATES:
+        raise ValueError(f"keep_states must be 'best', 'all' or 'none', got {keep_states!r}")
+    if timeout is not None:
+        ok = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+        if not ok or not timeout > 0:
+            raise ValueError(f"timeout must be None or a positive number of seconds, got {timeout!r}")
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, str):
+        checkpoint_dir = str(checkpoint_dir)
+    return Options(
+        int(steps), int(eval_every), mode, seed, max_parallel, budget, devices, patience, float(min_delta),
+        folds, checkpoint_dir, keep_states, bool(progress), bool(check_params),
+        None if timeout is None else float(timeout),
+    )  # fmt: skip
