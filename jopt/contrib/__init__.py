@@ -47,3 +47,7 @@ from jopt.optimizers.learning_rate_free import dadapt_adamw as dadapt_adamw
 from jopt.optimizers.learning_rate_free import dog as dog
 from jopt.optimizers.learning_rate_free import dowg as dowg
 from jopt.optimizers.learning_rate_free import prodigy as prodigy
+from jopt.optimizers.muon import muon as muon
+from jopt.transforms.muon import MuonDimensionNumbers as MuonDimensionNumbers
+from jopt.transforms.muon import MuonState as MuonState
+from jopt.transforms.muon import scale_by_muon as scale_by_muon

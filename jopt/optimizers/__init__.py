@@ -18,6 +18,7 @@ from jopt.optimizers.low_rank import *  # noqa: F401,F403
 from jopt.optimizers.learning_rate_free import *  # noqa: F401,F403
 from jopt.optimizers.kron import *  # noqa: F401,F403
 from jopt.optimizers.kronecker import *  # noqa: F401,F403
+from jopt.optimizers.muon import *  # noqa: F401,F403
 
 # The public surface is what the submodules export (their ``__all__``), never a submodule itself:
 # without this, ``from jopt.<package> import *`` would also export submodule objects, and one named

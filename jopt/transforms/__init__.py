@@ -45,6 +45,7 @@ from jopt.transforms.learning_rate_free import *  # noqa: F401,F403
 from jopt.transforms.psgd import *  # noqa: F401,F403
 from jopt.transforms.kronecker_soap import *  # noqa: F401,F403
 from jopt.transforms.kronecker_shampoo import *  # noqa: F401,F403
+from jopt.transforms.muon import *  # noqa: F401,F403
 
 # The public surface is what the submodules export (their ``__all__``), never a submodule itself:
 # without this, ``from jopt.<package> import *`` would also export submodule objects, and one named
