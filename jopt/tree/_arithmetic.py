@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from jopt.hyperparams import cast_hyperparam, compute_dtype
 
@@ -174,7 +175,21 @@ def _leaf_vdot(a: Any, b: Any) -> Array:
     a, b = jnp.asarray(a), jnp.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"vdot: leaves must have equal shapes, got {a.shape} and {b.shape}")
+    if _explicitly_sharded(a) or _explicitly_sharded(b):
+        # On an explicit-axis mesh a contraction over sharded axes needs its output sharding
+        # stated (jnp.vdot raises): contract every axis into a replicated scalar.
+        axes = tuple(range(a.ndim))
+        a = jnp.conj(a) if jnp.iscomplexobj(a) else a
+        return jax.lax.dot_general(
+            a, b, ((axes, axes), ((), ())), precision=jax.lax.Precision.HIGHEST, out_sharding=PartitionSpec()
+        )
     return jnp.vdot(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def _explicitly_sharded(x: Array) -> bool:
+    """Whether ``x`` is sharded over an explicit mesh axis (visible in its type)."""
+    spec = getattr(jax.typeof(x).sharding, "spec", None)
+    return spec is not None and any(axis is not None for axis in spec)
 
 
 def vdot(tree_x: PyTree, tree_y: PyTree) -> Array:
