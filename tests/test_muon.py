@@ -279,6 +279,10 @@ def test_partition_labels_and_state_layout():
     assert isinstance(muon_state.mu["w1"]["b"], jopt.MaskedNode) and muon_state.mu["s"].shape == (2, 3, 4)
     updates, _ = opt.update(p, state, p)
     assert jax.tree.map(jnp.shape, updates) == jax.tree.map(jnp.shape, p)
+    # Another transform for the non-Muon leaves (jopt's extension).
+    sgd = muon(1e-3, muon_weight_dimension_numbers=dims, fallback=jopt.sgd(0.5))
+    updates, _ = sgd.update(p, sgd.init(p), p)
+    np.testing.assert_allclose(updates["w2"], -0.5 * p["w2"])
 
 
 # --------------------------------------------------------------------------- batching
@@ -454,6 +458,12 @@ def test_bad_shapes_raise_value_error():
         opt.update({"v": jnp.ones(3)}, opt.init({"v": jnp.ones(3)}), {"v": jnp.ones(3)})
     with pytest.raises(ValueError, match="distinct"):
         matrix_layout((2, 3), MuonDimensionNumbers(0, 0))
+    g = {"w": jnp.ones((8, 8))}
+    with pytest.raises(ValueError, match="no mesh"):
+        scale_by_muon(ns_mesh_axes="fsdp").update(g, scale_by_muon().init(g))
+    with jax.set_mesh(jd.data_mesh(8, "fsdp", axis_type=AxisType.Auto)):
+        with pytest.raises(ValueError, match="not .* axes of the mesh"):
+            scale_by_muon(ns_mesh_axes="model").update(g, scale_by_muon().init(g))
     tx = scale_by_muon(weight_dimension_numbers={"w": None})
     with pytest.raises(ValueError, match="weight_dimension_numbers is None"):
         tx.update({"w": jnp.ones((2, 2))}, tx.init({"w": jnp.ones((2, 2))}))
