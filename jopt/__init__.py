@@ -5,7 +5,7 @@ Everything public lives in this flat namespace, plus the subpackages
 :mod:`jopt.precision` and :mod:`jopt.datasets`.
 """
 
-from jopt import datasets, distributed, hyperparams, precision, schedules, sweep, tree  # noqa: F401
+from jopt import datasets, distributed, hyperparams, nn, precision, schedules, sweep, tree  # noqa: F401
 from jopt.core import *  # noqa: F401,F403
 from jopt.distributed import mean_gradients_over  # noqa: F401
 from jopt.hyperparams import check_hyperparam, resolve  # noqa: F401
