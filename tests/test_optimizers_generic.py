@@ -23,6 +23,7 @@ from tests.test_layerwise_factored_sign import CASES as LAYERWISE_CASES
 from tests.test_learning_rate_free import CASES as LRF_CASES
 from tests.test_madgrad_galore import CASES as MADGRAD_GALORE_CASES
 from tests.test_mars_cautious import CASES as MARS_CASES
+from tests.test_muon import CASES as MUON_CASES
 from tests.test_sam_sophia import CASES as SAM_SOPHIA_CASES
 from tests.test_schedule_free import CASES as SCHEDULE_FREE_CASES
 from tests.test_sgd_adaptive import CASES as SGD_CASES
@@ -40,6 +41,7 @@ CASES: list[OptCase] = [
     *KRON_CASES,
     *SOAP_SHAMPOO_CASES,
     *LRF_CASES,
+    *MUON_CASES,
 ]
 IDS = [c.name for c in CASES]
 STEPS = 20
