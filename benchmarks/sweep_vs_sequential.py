@@ -56,7 +56,7 @@ def child(args) -> None:
     sys.path.insert(0, ROOT)
     import jopt
     from jopt import datasets, sweep
-    from jopt.sweep.runner import member_keys
+    from jopt.sweep.programs import member_keys
     from jopt.sweep.space import Hyperparams
 
     compiles = [0]

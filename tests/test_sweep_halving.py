@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from jopt import sweep
-from jopt.sweep import runner
+from jopt.sweep import programs
 from jopt.sweep.halving import hyperband, hyperband_brackets, rung_budgets, rung_sizes, successive_halving
 from tests.sweep_helpers import SPACE, CompileCounter, make_task
 
@@ -73,7 +73,7 @@ def test_rung_planning_known_answers():
 
 def test_keeps_exactly_the_top_trials_and_counts_compiles():
     cfgs = ordered_configs(27)
-    runner.member_keys(0, np.arange(27), np.zeros(27))  # warm the (cached) eager key derivation
+    programs.member_keys(0, np.arange(27), np.zeros(27))  # warm the (cached) eager key derivation
     task = ordered_task()  # a fresh task: nothing cached
     with CompileCounter() as counter:
         r = successive_halving(task, ORDERED_SPACE, cfgs, max_steps=9, min_steps=1, eta=3,
@@ -95,8 +95,8 @@ def test_keeps_exactly_the_top_trials_and_counts_compiles():
     assert r.stats["trial_steps"] == 27 * 1 + 9 * 2 + 3 * 6
     assert r.stats["random_search_trial_steps"] == 27 * 9
     assert r.stats["compute_fraction"] == pytest.approx(63 / 243)
-    # one segment program per distinct batch size (27, 9, 3), one init, one gather per transition
-    assert r.stats["batch_sizes"] == [3, 9, 27]
+    # one segment program per distinct chunk size (27, 9, 3), one init, one gather per transition
+    assert r.stats["batch_sizes"] == [3, 9, 27] and r.stats["chunks"] == 3
     assert r.stats["compiles"] == 1 + 3 and r.stats["gather_compiles"] == 2
     assert counter.count == r.stats["compiles"] + r.stats["gather_compiles"]
     assert "1 pruned" not in r.summary() and "pruned" in r.summary()
@@ -133,7 +133,7 @@ def test_survivors_continue_exactly_chunking_and_determinism():
         assert sorted(t.trial for t in top[:keep]) == at_least(r, rung + 1)
     # several batches per rung (waiting on the host, gathered from there): the same trials and curves
     chunked = successive_halving(task, SPACE, 9, max_parallel=4, **kw)
-    assert chunked.stats["rungs"][0]["batch_sizes"] == [4, 4, 4]
+    assert chunked.stats["chunk_sizes"] == {"-": [2, 4]} and chunked.stats["chunks"] == 3 + 1 + 1
     assert [t.rung for t in chunked.trials] == [t.rung for t in r.trials]
     for a, b in zip(chunked.trials, r.trials, strict=True):
         np.testing.assert_allclose(a.history["objective"], b.history["objective"], rtol=RTOL, atol=ATOL)
@@ -216,5 +216,5 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    for name in ("jopt.sweep.population", "jopt.sweep.halving"):
+    for name in ("jopt.sweep.halving", "jopt.sweep.async_halving"):
         assert doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS).failed == 0

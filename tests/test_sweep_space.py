@@ -176,7 +176,7 @@ def test_memory_budget_too_small():
 
 
 def test_keys_are_per_trial():
-    from jopt.sweep.runner import member_keys
+    from jopt.sweep.programs import member_keys
 
     a, _ = member_keys(0, np.array([0, 1, 2]), np.array([0, 0, 0]))
     b, _ = member_keys(0, np.array([2, 0]), np.array([1, 0]))

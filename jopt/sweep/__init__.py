@@ -21,22 +21,29 @@ functions of the hyperparameters), and call :func:`run`::
     print(result.table()); print(result.best_config)
     result.plot_learning_curves("curves.png")
 
-Modules: :mod:`~jopt.sweep.space` (dimensions, validation), :mod:`~jopt.sweep.samplers`
-(grid, random, Sobol, Halton), :mod:`~jopt.sweep.task` (Task, supervised_task),
-:mod:`~jopt.sweep.runner` (compiled programs, chunks, sharding), :mod:`~jopt.sweep.folds`
-(cross-validation), :mod:`~jopt.sweep.checkpoint` (orbax), :mod:`~jopt.sweep.results`,
+One execution path (:func:`search`, :mod:`~jopt.sweep.executor`): a :class:`Plan`
+(:mod:`~jopt.sweep.plan`: static groups, chunk sizes from ``max_parallel`` / ``memory_budget``,
+the device mesh, keys) -> chunks run segment by segment (:mod:`~jopt.sweep.chunk`, compiled
+programs in :mod:`~jopt.sweep.programs`) -> after each segment a trial scheduler decides
+(:mod:`~jopt.sweep.scheduler`: continue, prune, pause, exploit) and freed slots are refilled
+from a sampler (:mod:`~jopt.sweep.samplers`: the ask/tell protocol) -> results
+(:mod:`~jopt.sweep.history`, :mod:`~jopt.sweep.results`). Shared options, validated once:
+:mod:`~jopt.sweep.options`. Also :mod:`~jopt.sweep.space`, :mod:`~jopt.sweep.task`,
+:mod:`~jopt.sweep.folds` (cross-validation), :mod:`~jopt.sweep.checkpoint` (orbax),
 :mod:`~jopt.sweep.plots`.
 
-Adaptive search on the same engine: :func:`successive_halving` and :func:`hyperband`
-(:mod:`~jopt.sweep.halving`), population-based training :func:`pbt`
-(:mod:`~jopt.sweep.population_based`, over :mod:`~jopt.sweep.population`), Bayesian optimization
-:func:`bayesian` (:mod:`~jopt.sweep.bayes`, with the JAX Gaussian process in
-:mod:`~jopt.sweep.gp`), and Optuna samplers with vectorized evaluation
-:func:`optuna_search` (:mod:`~jopt.sweep.optuna_adapter`, studies in
-:mod:`~jopt.sweep.optuna_study`; optional dependency).
+Every search method is a front-end on it: :func:`run` (grid, random, Sobol, Halton; optionally
+with a scheduler such as :class:`MedianStopping`), :func:`successive_halving` and
+:func:`hyperband` (:mod:`~jopt.sweep.halving`), :func:`asha` (:mod:`~jopt.sweep.async_halving`),
+population-based training :func:`pbt` (:mod:`~jopt.sweep.population_based`), Bayesian
+optimization :func:`bayesian` (:mod:`~jopt.sweep.bayes`, with the JAX Gaussian process in
+:mod:`~jopt.sweep.gp`), and Optuna samplers and pruners :func:`optuna_search`
+(:mod:`~jopt.sweep.optuna_adapter`, studies in :mod:`~jopt.sweep.optuna_study`; optional
+dependency).
 """
 
 from jopt.sweep import (
+    async_halving,
     bayes,
     checkpoint,
     chunk,
@@ -51,23 +58,23 @@ from jopt.sweep import (
     options,
     plan,
     plots,
-    population,
     population_based,
     programs,
     results,
-    runner,
     samplers,
     scheduler,
     space,
     task,
 )
+from jopt.sweep.async_halving import ASHA, asha
 from jopt.sweep.bayes import BayesSampler, bayesian, propose
 from jopt.sweep.engine import run, search
 from jopt.sweep.history import History, TrialRecord
 from jopt.sweep.options import Options, make_options
-from jopt.sweep.halving import hyperband, successive_halving
+from jopt.sweep.plan import Plan
+from jopt.sweep.halving import SuccessiveHalving, hyperband, successive_halving
 from jopt.sweep.optuna_adapter import optuna_search
-from jopt.sweep.population_based import PBTResult, pbt
+from jopt.sweep.population_based import PBT, PBTResult, pbt
 from jopt.sweep.results import SweepResult, TrialResult
 from jopt.sweep.samplers import ListSampler, Proposal, Sampler, StreamSampler, sample
 from jopt.sweep.scheduler import (
@@ -92,6 +99,10 @@ from jopt.sweep.space import (
 from jopt.sweep.task import Task, TrainState, check_task, supervised_task
 
 __all__ = [
+    "ASHA",
+    "PBT",
+    "SuccessiveHalving",
+    "asha",
     "COMPLETE",
     "CONTINUE",
     "PAUSE",
@@ -102,6 +113,7 @@ __all__ = [
     "ListSampler",
     "MedianStopping",
     "Options",
+    "Plan",
     "Proposal",
     "Sampler",
     "StreamSampler",

@@ -67,7 +67,7 @@ import numpy as np
 
 from jopt.sweep import gp
 from jopt.sweep.engine import search
-from jopt.sweep.options import check_int, make_options
+from jopt.sweep.options import check_int, validate_options
 from jopt.sweep.results import SweepResult
 from jopt.sweep.samplers import Proposal, Sampler, sobol
 from jopt.sweep.scheduler import TrialScheduler
@@ -553,7 +553,7 @@ def bayesian(
         result = sweep.bayesian(task, space, 48, batch=8, steps=300, eval_every=100)
         print(result.best_config, result.stats["trial_round"])
     """
-    opts = make_options(steps=steps, **{k: v for k, v in options.items() if not k.startswith("_")})
+    opts = validate_options(options, steps=steps)
     space = space if isinstance(space, Space) else Space(space)
     initial = _check_loop_args(trials, batch, initial)
     _check_propose_args(batch, num_candidates, acquisition, opts.mode, 2)

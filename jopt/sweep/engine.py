@@ -30,7 +30,7 @@ from typing import Any
 
 from jopt.sweep.executor import Executor
 from jopt.sweep.history import encode_config
-from jopt.sweep.options import make_options
+from jopt.sweep.options import validate_options
 from jopt.sweep.results import SweepResult
 from jopt.sweep.samplers import ListSampler, Sampler, sample
 from jopt.sweep.scheduler import TrialScheduler
@@ -48,7 +48,9 @@ def search(
     *,
     parallel: int | None = None,
     method: Mapping[str, Any] | None = None,
+    single_chunk: bool = False,
     _on_segment: Callable[[int], None] | None = None,
+    _on_update: Callable[..., None] | None = None,
     **options: Any,
 ) -> SweepResult:
     """Run ``sampler`` and ``scheduler`` on the vectorized engine (the one execution path).
@@ -62,6 +64,7 @@ def search(
         One object may be both the sampler and the scheduler.
       parallel: trials a chunk is sized for when neither says (default: the sampler's total).
       method: a JSON-ready description of the method (part of the checkpoint fingerprint).
+      single_chunk: every trial must train in one chunk (``ValueError`` otherwise; PBT).
       **options: the shared options of :func:`jopt.sweep.options.make_options` (``steps``,
         ``eval_every``, ``mode``, ``seed``, ``max_parallel``, ``memory_budget``, ``devices``,
         ``patience``, ``min_delta``, ``folds``, ``checkpoint_dir``, ``keep_states``, ``progress``,
@@ -72,11 +75,12 @@ def search(
       chunk sizes, devices, bytes per member, ``trial_steps`` (steps computed for trials),
       ``slot_steps`` (steps computed by all slots) and ``utilization`` (their ratio), ``refills``.
     """
-    opts = make_options(**options)
+    opts = validate_options(options)
     space = space if isinstance(space, Space) else Space(space)
-    hooks = {"segment": _on_segment} if _on_segment is not None else {}
+    hooks = {k: v for k, v in (("segment", _on_segment), ("update", _on_update)) if v is not None}
     scheduler = scheduler if scheduler is not None else TrialScheduler()
-    ex = Executor(task, space, sampler, scheduler, opts, parallel=parallel, method=method, hooks=hooks)
+    ex = Executor(task, space, sampler, scheduler, opts, parallel=parallel, method=method, hooks=hooks,
+                  single_chunk=single_chunk)  # fmt: skip
     return ex.run()
 
 
@@ -132,7 +136,7 @@ def run(
       SearchSpaceError: invalid space, configuration or task (before any compile).
       ValueError: a bad option (before any compile).
     """
-    make_options(steps=steps, **{k: v for k, v in options.items() if not k.startswith("_")})
+    validate_options(options, steps=steps)
     space = space if isinstance(space, Space) else Space(space)
     configs = configs_of(space, trials, method, options.get("seed", 0), grid_points)
     ids = list(range(len(configs))) if trial_ids is None else [int(i) for i in trial_ids]

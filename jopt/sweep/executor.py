@@ -81,6 +81,7 @@ class Executor:
         parallel: int | None = None,
         method: Mapping[str, Any] | None = None,
         hooks: Mapping[str, Callable] | None = None,
+        single_chunk: bool = False,
     ):
         self.task, self.space, self.sampler, self.scheduler, self.options = (
             task, space, sampler, scheduler, options,
@@ -89,6 +90,7 @@ class Executor:
         self.history = History(options.mode)
         self.k = options.members_per_trial
         self.parallel, self.method, self.hooks = parallel, dict(method or {}), dict(hooks or {})
+        self.single_chunk = single_chunk
         self.queues: dict[tuple, list[int]] = {}
         self.parked: dict[int, list[P.Carry]] = {}  # paused trials' loop states in host memory
         self.kept: dict[int, list[Any]] = {}  # trained states kept for the results
@@ -138,6 +140,10 @@ class Executor:
             ch = self.chunk
             if ch is not None and self._running(ch):
                 self._fill(ch)
+                if "update" in self.hooks and ch.pending:
+                    before, src = ch.host(), ch._src.copy()
+                    ch.flush()
+                    self.hooks["update"](before, ch.host(), src, {n: v.copy() for n, v in ch.hp.items()})
                 ch.flush()
                 return True
             if not self._next_chunk():
@@ -231,6 +237,11 @@ class Executor:
             room = (size - len(take) * self.k) // self.k
             if not room or queue or self._foreign(group) or not self._ask(room):
                 break
+        if self.single_chunk and queue:
+            raise ValueError(
+                f"all {len(take) + len(queue)} trials must train in one chunk, but one holds "
+                f"{size // self.k} (see max_parallel and memory_budget)"
+            )
         entries = [(t, self.history[t].config, self._origin(t, old)) for t in take]
         self._retire(old, set(take))
         self.chunk = Chunk.create(self.plan, group, size, entries, source=old)

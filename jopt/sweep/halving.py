@@ -66,19 +66,27 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from jopt.sweep import runner as R
-from jopt.sweep.population import Cohort, Population, Recorder, group_by_statics, progress_bar, rank_keys
+from jopt.sweep.engine import configs_of, search
+from jopt.sweep.history import FINAL, encode_config
+from jopt.sweep.options import check_int, validate_options
 from jopt.sweep.results import SweepResult
-from jopt.sweep.samplers import sample
-from jopt.sweep.space import LogUniform, SearchSpaceError, Space
-from jopt.sweep.task import Task, check_task
+from jopt.sweep.samplers import Proposal, Sampler, sample
+from jopt.sweep.scheduler import PAUSE, TrialScheduler
+from jopt.sweep.space import Space
+from jopt.sweep.task import Task
 
-__all__ = ["hyperband", "hyperband_brackets", "rung_budgets", "rung_sizes", "successive_halving"]
+__all__ = [
+    "SuccessiveHalving",
+    "hyperband",
+    "hyperband_brackets",
+    "rung_budgets",
+    "rung_sizes",
+    "successive_halving",
+]
 
 
 # ----------------------------------------------------------------------------- planning
@@ -173,182 +181,133 @@ def hyperband_brackets(rungs: int, eta: float, brackets: int | None = None) -> l
     return [(s, math.ceil((s_max + 1) / (s + 1) * eta**s - 1e-9)) for s in range(s_max, s_max - count, -1)]
 
 
-# ----------------------------------------------------------------------------- execution
+# ----------------------------------------------------------------------------- the scheduler
 
 
-@dataclass
-class _Search:
-    """Shared state of one halving / Hyperband run."""
+class SuccessiveHalving(Sampler, TrialScheduler):
+    """Synchronous successive halving over brackets, as a sampler and a trial scheduler.
 
-    pops: dict[tuple, Population]
-    group_of: list[tuple]
-    local: list[int]
-    sign: float
-    eta: float
-    eval_every: int
-    max_parallel: int | None
-    keep_states: str
-    min_batch: int = 1
-    recorder: Recorder = field(default_factory=Recorder)
-    rung: dict[int, int] = field(default_factory=dict)
-    kept: dict[int, Any] = field(default_factory=dict)
-    trial_steps: int = 0
-    rungs: list[dict] = field(default_factory=list)
-    bar: Any = None
+    ``brackets``: per bracket ``(trial ids, budgets, first rung index)``; bracket ``b + 1``
+    starts when bracket ``b`` has ended. Within a bracket every trial trains to the rung's budget
+    and pauses; when the whole rung has paused, the best ``n_{k+1}`` resume (the others are
+    pruned) in a chunk sized for ``n_{k+1}`` (at least ``min_batch``) -- moved on the devices
+    when they all come from one chunk. ``configs``: the configuration of trial ``i`` at ``i``.
+    """
 
-    def key(self, t: int) -> float:
-        rec = self.recorder
-        return float(rank_keys(np.array([rec.last(t)]), np.array([rec.status[t]]), self.sign)[0])
+    def __init__(self, configs: Sequence[Mapping[str, Any]], brackets, eta: float, *,
+                 min_batch: int = 1, single_group: bool = True):  # fmt: skip
+        self.configs, self.brackets, self.eta = (
+            [dict(c) for c in configs],
+            [list(b) for b in brackets],
+            float(eta),
+        )
+        self.min_batch, self.single_group = int(min_batch), single_group
+        self.bracket, self.rung, self.admitted = 0, 0, 0
+        self.alive: list[int] = sorted(self.brackets[0][0]) if self.brackets else []
+        self.rungs: list[dict[str, Any]] = []
 
-    def keep(self, cohorts: list[tuple[tuple, Cohort]], trials: set[int]) -> None:
-        for g, c in cohorts:
-            pop = self.pops[g]
-            pos = [p for p, m in enumerate(c.members) if m >= 0 and int(pop.ids[m]) in trials]
-            if pos:
-                for p, s in zip(pos, pop.states(c, pos), strict=True):
-                    self.kept[int(pop.ids[c.members[p]])] = s
+    # ------------------------------------------------------------------ plan
+    def _plan(self) -> list[int]:
+        ids, budgets, _ = self.brackets[self.bracket]
+        return rung_sizes(len(ids), self.eta, len(budgets))
 
+    @property
+    def total(self) -> int:
+        return len(self.configs)
 
-def _continue(pop: Population, sources: list[Cohort], picks: list[tuple[int, int]], size: int) -> Cohort:
-    src = sources[0]
-    if len(sources) == 1 and src.size == size and not src.on_host:
-        if picks == [(0, int(p)) for p in np.flatnonzero(src.active)]:
-            return src  # nobody was dropped: keep the batch as it is
-    return pop.gather(sources, picks, size)
+    def _note_rung(self) -> None:
+        ids, budgets, rung0 = self.brackets[self.bracket]
+        self.rungs.append(
+            {"rung": rung0 + self.rung, "budget": budgets[self.rung], "trials": len(self.alive)}
+        )
 
+    # ------------------------------------------------------------------ sampler
+    def propose(self, history, k: int) -> list[Proposal]:
+        if self.bracket >= len(self.brackets):
+            return []
+        ids = self.brackets[self.bracket][0]
+        if self.admitted == 0:
+            self._note_rung()
+        out = [Proposal(self.configs[t], t) for t in ids[self.admitted : self.admitted + k]]
+        self.admitted += len(out)
+        return out
 
-def _rung_cohorts(
-    S: _Search, alive: list[int], k: int, planned: int, first: int, prev, slot
-) -> list[tuple[tuple, Cohort]]:
-    """The batches of rung ``k``: new (``k == 0``) or gathered from the previous rung's batches."""
-    by_group: dict[tuple, list[int]] = {}
-    for t in alive:
-        by_group.setdefault(S.group_of[t], []).append(t)
-    cohorts = []
-    for g, ts in by_group.items():
-        pop = S.pops[g]
-        # one static group: the planned size, so compiles do not depend on divergence
-        n = max(planned if len(S.pops) == 1 else len(ts), min(S.min_batch, first))
-        size = pop.padded_size(n, S.max_parallel)
-        for start in range(0, len(ts), size):
-            part = ts[start : start + size]
-            if k == 0:
-                cohorts.append((g, pop.init([S.local[t] for t in part], size)))
-            else:
-                cohorts.append((g, _continue(pop, prev[g], [slot[t] for t in part], size)))
-    return cohorts
+    def chunk_trials(self, history, group: tuple, waiting: int) -> int | None:
+        if self.bracket >= len(self.brackets):
+            return None
+        plan = self._plan()
+        n = plan[self.rung] if self.single_group else waiting
+        return max(n, min(self.min_batch, plan[0]))
 
+    # ------------------------------------------------------------------ scheduler
+    def decide(self, history, trials) -> dict[int, Any]:
+        out = {}
+        ids, budgets, rung0 = self.brackets[self.bracket]
+        for t in trials:
+            rec = history[t]
+            rec.rung = rung0 + self.rung
+            if rec.status == "running" and rec.age >= budgets[self.rung]:
+                out[t] = PAUSE
+        return out
 
-def _where(S: _Search, cohorts: list[tuple[tuple, Cohort]]) -> tuple[dict, dict]:
-    """Batches per group and ``trial -> (batch index in its group, slot)``."""
-    prev: dict[tuple, list[Cohort]] = {}
-    slot: dict[int, tuple[int, int]] = {}
-    for g, c in cohorts:
-        prev.setdefault(g, []).append(c)
-        for p, m in enumerate(c.members):
-            if m >= 0:
-                slot[int(S.pops[g].ids[m])] = (len(prev[g]) - 1, p)
-    return prev, slot
+    def review(self, history, paused, free) -> tuple[list[int], list[int]]:
+        ids, budgets, _ = self.brackets[self.bracket]
+        if self.admitted < len(ids) or any(
+            history[t].status not in ("paused",) + tuple(FINAL) for t in self.alive
+        ):
+            return [], []
+        waiting = [t for t in self.alive if history[t].status == "paused"]
+        ranked = sorted(waiting, key=lambda t: (history.signed(history[t].last), t))
+        if self.rung + 1 >= len(budgets):
+            return [], ranked  # cannot happen: the last rung completes at max_steps
+        keep = self._plan()[self.rung + 1]
+        survivors = sorted(t for t in ranked[:keep] if history.signed(history[t].last) < math.inf)
+        pruned = [t for t in waiting if t not in survivors]
+        self.rung += 1
+        self.alive = survivors
+        if survivors:
+            self._note_rung()
+        return survivors, pruned
 
-
-def _run_bracket(S: _Search, trials: list[int], budgets: list[int], rung0: int) -> None:
-    """Successive halving of ``trials`` over ``budgets``; rung ``k`` is ``rung0 + k`` on the ladder."""
-    plan = rung_sizes(len(trials), S.eta, len(budgets))
-    alive, done, prev, slot = sorted(trials), 0, {}, {}
-    for k, budget in enumerate(budgets):
-        cohorts = _rung_cohorts(S, alive, k, plan[k], plan[0], prev, slot)
-        offload = len(cohorts) > 1  # several batches: finished ones wait in host memory
-        for i, (g, c) in enumerate(cohorts):
-            c = S.pops[g].advance(c, (budget - done) // S.eval_every, S.recorder, lambda _: S.bar.update(1))
-            cohorts[i] = (g, S.pops[g].to_host(c) if offload else c)
-            S.trial_steps += int(c.active.sum()) * (budget - done)
-        sizes = [c.size for _, c in cohorts]
-        S.rungs.append({"rung": rung0 + k, "budget": budget, "trials": len(alive), "batch_sizes": sizes})
-        for t in alive:
-            S.rung[t] = rung0 + k
-        done = budget
-        ranked = sorted((S.key(t), t) for t in alive)
-        if k + 1 == len(budgets):
-            keep = {t for _, t in ranked} if S.keep_states == "all" else set()
-            if S.keep_states == "best" and ranked[0][0] < math.inf:
-                keep = {ranked[0][1]}
-            S.keep(cohorts, keep)
+    def tell(self, history, trial: int) -> None:
+        if self.bracket >= len(self.brackets):
             return
-        survivors = [t for key, t in ranked if key < math.inf][: plan[k + 1]]
-        if S.keep_states == "all":
-            S.keep(cohorts, set(alive) - set(survivors))
-        prev, slot = _where(S, cohorts)
-        alive = sorted(survivors)
-        if not alive:
-            return
+        ids = self.brackets[self.bracket][0]
+        if self.admitted == len(ids) and all(history[t].finished for t in ids if t in history):
+            self.bracket += 1
+            self.rung, self.admitted = 0, 0
+            self.alive = sorted(self.brackets[self.bracket][0]) if self.bracket < len(self.brackets) else []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bracket": self.bracket, "rung": self.rung, "admitted": self.admitted, "alive": self.alive,
+                "rungs": self.rungs}  # fmt: skip
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.bracket, self.rung, self.admitted = (
+            int(state["bracket"]),
+            int(state["rung"]),
+            int(state["admitted"]),
+        )
+        self.alive, self.rungs = [int(t) for t in state["alive"]], [dict(r) for r in state["rungs"]]
 
 
-def _check_common(mode: str, max_parallel, keep_states: str, min_batch) -> None:
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-    if max_parallel is not None:
-        _check_int("max_parallel", max_parallel)
-    _check_int("min_batch", min_batch)
-    if keep_states not in ("best", "all", "none"):
-        raise ValueError(f"keep_states must be 'best', 'all' or 'none', got {keep_states!r}")
+# ----------------------------------------------------------------------------- front-ends
 
 
-def _setup(task, space: Space, configs, *, eta, e, seed, mode, devices, max_parallel, check_params,
-           keep_states, min_batch) -> _Search:  # fmt: skip
-    check_task(task, space, configs)
-    groups = group_by_statics(space, configs)
-    mesh = R.make_mesh(devices)
-    pops, group_of, local = {}, [None] * len(configs), [0] * len(configs)
-    for g, idx in groups.items():
-        pops[g] = Population(task, space, [configs[i] for i in idx], eval_every=e, seed=seed, ids=idx,
-                             mode=mode, mesh=mesh, check_params=check_params)  # fmt: skip
-        for j, i in enumerate(idx):
-            group_of[i], local[i] = g, j
-    sign = 1.0 if mode == "min" else -1.0
-    return _Search(pops, group_of, local, sign, eta, e, max_parallel, keep_states, min_batch)
-
-
-def _planned_segments(n: int, budgets: list[int], eta: float, e: int, devices: int, cap) -> int:
-    total, done = 0, 0
-    for n_k, b in zip(rung_sizes(n, eta, len(budgets)), budgets, strict=True):
-        total += -(-n_k // R.chunk_size(n_k, devices, cap)) * ((b - done) // e)
-        done = b
-    return total
-
-
-def _finish(S: _Search, task: Task, space: Space, configs, mode: str, top: int, max_steps: int,
-            t_start: float, extra: Mapping[str, Any]) -> SweepResult:  # fmt: skip
-    S.bar.close()
-    trials = []
-    for t, cfg in enumerate(configs):
-        status = "completed" if S.rung[t] == top else "pruned"
-        trials.append(S.recorder.trial_result(t, cfg, S.sign, status=status, rung=S.rung[t]))
-    pops = list(S.pops.values())
-    random_steps = len(configs) * max_steps
-    stats = {
-        "wall_seconds": time.perf_counter() - t_start,
-        "compile_seconds": sum(p.stats["compile_seconds"] for p in pops),
-        "compiles": sum(p.stats["compiles"] for p in pops),
-        "gather_compiles": sum(p.stats["gather_compiles"] for p in pops),
-        "groups": len(pops),
-        "devices": pops[0].num_devices,
-        "members": len(configs),
-        "eta": S.eta,
-        "eval_every": S.eval_every,
-        "rungs": S.rungs,
-        "batch_sizes": sorted({s for r in S.rungs for s in r["batch_sizes"]}),
-        "trial_steps": S.trial_steps,
-        "member_steps": sum(p.stats["member_steps"] for p in pops),
-        "random_search_trial_steps": random_steps,
-        "compute_fraction": S.trial_steps / random_steps,
-        **extra,
-    }
-    logs = tuple(n for n in space if isinstance(space[n], LogUniform))
-    result = SweepResult(trials, mode, stats, logs, {}, task.params)
-    if S.keep_states == "best" and S.kept:
-        best = next((t.trial for t in result.ranked() if t.trial in S.kept), None)
-        S.kept = {best: S.kept[best]} if best is not None else {}
-    result.states = S.kept
+def _halving_search(task, space: Space, configs: list[dict], brackets, eta: float, ladder: list[int], e: int,
+                    min_batch: int, method: dict, options: dict) -> SweepResult:  # fmt: skip
+    t_start = time.perf_counter()
+    groups = {tuple(repr(c[n]) for n in space.static_names) for c in configs}
+    sh = SuccessiveHalving(configs, brackets, eta, min_batch=min_batch,
+                           single_group=len(groups) == 1)  # fmt: skip
+    result = search(task, space, sh, sh, steps=ladder[-1], eval_every=e, method=method, **options)
+    random_steps = len(configs) * ladder[-1] * (options.get("folds") or 1)
+    result.stats.update(
+        eta=eta, eval_every=e, budgets=ladder, rungs=sh.rungs, random_search_trial_steps=random_steps,
+        batch_sizes=sorted({s for v in result.stats["chunk_sizes"].values() for s in v}),
+        compute_fraction=result.stats["trial_steps"] / random_steps,
+        wall_seconds=time.perf_counter() - t_start,
+    )  # fmt: skip
     return result
 
 
@@ -363,61 +322,47 @@ def successive_halving(
     eta: float = 3,
     eval_every: int | None = None,
     method: str = "random",
-    seed: int = 0,
     grid_points: int = 5,
-    mode: str = "min",
-    max_parallel: int | None = None,
     min_batch: int = 1,
-    devices: int | Sequence[Any] | None = None,
-    progress: bool = True,
-    check_params: bool = True,
-    keep_states: str = "best",
+    **options: Any,
 ) -> SweepResult:
     """Synchronous successive halving (see the module docstring for the algorithm).
 
     Args:
-      task, space, trials, method, seed, grid_points, mode, devices, progress, check_params:
-        as for :func:`jopt.sweep.run`; trial ``i`` gets the keys ``run`` would give it.
+      task, space, trials, method, grid_points: as for :func:`jopt.sweep.run`; trial ``i`` gets the
+        keys ``run`` would give it.
       max_steps, min_steps: last and (about) first rung budget: ``K + 1`` geometric rungs,
         ``K = floor(log_eta(max_steps / min_steps))``.
       budgets: explicit, strictly increasing rung budgets instead (the last one is ``max_steps``).
       eta: reduction factor > 1: each rung keeps the best ``floor(n_k / eta)`` trials (at least one).
       eval_every: steps per segment; must divide every budget (default: their gcd).
-      max_parallel: most trials per batch (a rung with more runs in several batches).
-      min_batch: pad every batch to at least this many trials (up to the first rung's count), so
+      min_batch: size every chunk for at least this many trials (up to the first rung's count), so
         that the small late rungs share one compiled program; default 1 (exact sizes).
-      keep_states: keep the final state of the ``"best"`` trial, of ``"all"`` trials (pruned ones at
-        their last rung), or ``"none"``.
+      **options: the shared options of :func:`jopt.sweep.options.make_options` (``seed``,
+        ``mode``, ``max_parallel``, ``memory_budget``, ``devices``, ``folds``, ``patience``,
+        ``checkpoint_dir``, ``keep_states`` -- pruned trials' states at their last rung with
+        ``"all"`` --, ``progress``, ``check_params``, ``timeout``).
 
     Returns:
       A :class:`~jopt.sweep.results.SweepResult`; ``TrialResult.rung`` is the highest rung reached
-      and ``stats`` holds ``rungs``, ``trial_steps``, ``random_search_trial_steps``,
-      ``compute_fraction``, ``compiles`` and ``gather_compiles``.
+      and ``stats`` holds ``rungs``, ``budgets``, ``trial_steps``, ``random_search_trial_steps``,
+      ``compute_fraction``, ``batch_sizes``, ``compiles`` and ``gather_compiles``.
 
     Raises:
       ValueError: ``eta <= 1``, bad budgets, fewer trials than ``eta``, ... (before any compile).
     """
-    t_start = time.perf_counter()
     eta = _check_eta(eta)
     ladder, e = rung_budgets(max_steps, min_steps=min_steps, eta=eta, eval_every=eval_every, budgets=budgets)
-    _check_common(mode, max_parallel, keep_states, min_batch)
+    check_int("min_batch", min_batch)
+    validate_options(options, steps=ladder[-1], eval_every=e)
     space = space if isinstance(space, Space) else Space(space)
-    if isinstance(trials, Sequence) and not isinstance(trials, str):
-        if not trials:
-            raise SearchSpaceError("trials is an empty list of configurations")
-        configs = [space.validate_config(c) for c in trials]
-    else:
-        configs = sample(space, method, trials, seed=seed, grid_points=grid_points)
+    configs = configs_of(space, trials, method, options.get("seed", 0), grid_points)
     if len(ladder) > 1 and len(configs) < eta:
         raise ValueError(f"successive halving needs at least eta={eta:g} trials, got {len(configs)}")
-    S = _setup(task, space, configs, eta=eta, e=e, seed=seed, mode=mode, devices=devices,
-               max_parallel=max_parallel, check_params=check_params, keep_states=keep_states,
-               min_batch=min_batch)  # fmt: skip
-    n_dev = next(iter(S.pops.values())).num_devices
-    total = _planned_segments(len(configs), ladder, eta, e, n_dev, max_parallel)
-    S.bar = progress_bar(total, progress, "halving")
-    _run_bracket(S, list(range(len(configs))), ladder, 0)
-    return _finish(S, task, space, configs, mode, len(ladder) - 1, ladder[-1], t_start, {"budgets": ladder})
+    described = {"name": "successive_halving", "budgets": ladder, "eta": eta, "min_batch": min_batch,
+                 "configs": [encode_config(space, c) for c in configs]}  # fmt: skip
+    brackets = [(list(range(len(configs))), ladder, 0)]
+    return _halving_search(task, space, configs, brackets, eta, ladder, e, min_batch, described, options)
 
 
 def hyperband(
@@ -430,49 +375,41 @@ def hyperband(
     brackets: int | None = None,
     eval_every: int | None = None,
     method: str = "random",
-    seed: int = 0,
-    mode: str = "min",
-    max_parallel: int | None = None,
     min_batch: int = 1,
-    devices: int | Sequence[Any] | None = None,
-    progress: bool = True,
-    check_params: bool = True,
-    keep_states: str = "best",
+    **options: Any,
 ) -> SweepResult:
     """Hyperband: successive-halving brackets ``s = s_max, ..., 0`` (see the module docstring).
 
     Args:
-      max_steps, min_steps, eta, eval_every: the budget ladder, as for :func:`successive_halving`.
+      max_steps, min_steps, eta, eval_every, min_batch: as for :func:`successive_halving`.
       brackets: run only the first (most exploratory) ``brackets`` brackets (default: all).
       method: ``"random"``, ``"sobol"`` or ``"halton"``: draws ``sum_s n_s`` configurations at once;
         bracket ``s`` gets the next ``n_s`` of them (trial ids are consecutive across brackets).
-      Others as for :func:`successive_halving`.
+      **options: the shared options, as for :func:`successive_halving`.
 
     Returns:
       A :class:`~jopt.sweep.results.SweepResult`; ``TrialResult.rung`` indexes the common budget
       ladder ``stats["budgets"]``; ``stats["brackets"]`` lists ``(s, n_s, first trial id)``.
     """
-    t_start = time.perf_counter()
     eta = _check_eta(eta)
     ladder, e = rung_budgets(max_steps, min_steps=min_steps, eta=eta, eval_every=eval_every)
-    _check_common(mode, max_parallel, keep_states, min_batch)
+    check_int("min_batch", min_batch)
+    validate_options(options, steps=ladder[-1], eval_every=e)
     if method not in ("random", "sobol", "halton"):
         raise ValueError(f"method must be 'random', 'sobol' or 'halton' for hyperband, got {method!r}")
     plan = hyperband_brackets(len(ladder), eta, brackets)
     space = space if isinstance(space, Space) else Space(space)
-    configs = sample(space, method, sum(n for _, n in plan), seed=seed)
-    S = _setup(task, space, configs, eta=eta, e=e, seed=seed, mode=mode, devices=devices,
-               max_parallel=max_parallel, check_params=check_params, keep_states=keep_states,
-               min_batch=min_batch)  # fmt: skip
-    s_max, first, info = len(ladder) - 1, 0, []
-    n_dev = next(iter(S.pops.values())).num_devices
-    total = sum(_planned_segments(n, ladder[s_max - s :], eta, e, n_dev, max_parallel) for s, n in plan)
-    S.bar = progress_bar(total, progress, "hyperband")
+    configs = sample(space, method, sum(n for _, n in plan), seed=options.get("seed", 0))
+    s_max, first, info, bracket_list = len(ladder) - 1, 0, [], []
     for s, n in plan:
-        budgets = ladder[s_max - s :]
         # a bracket starts at ladder[s_max - s]: its first segments cover [0, budgets[0]]
-        _run_bracket(S, list(range(first, first + n)), budgets, s_max - s)
+        bracket_list.append((list(range(first, first + n)), ladder[s_max - s :], s_max - s))
         info.append((s, n, first))
         first += n
-    extra = {"budgets": ladder, "brackets": info}
-    return _finish(S, task, space, configs, mode, s_max, ladder[-1], t_start, extra)
+    described = {"name": "hyperband", "budgets": ladder, "eta": eta, "min_batch": min_batch, "plan": plan,
+                 "method": method}  # fmt: skip
+    result = _halving_search(
+        task, space, configs, bracket_list, eta, ladder, e, min_batch, described, options
+    )
+    result.stats["brackets"] = info
+    return result

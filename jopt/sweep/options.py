@@ -26,7 +26,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KEEP_STATES", "MODES", "Options", "check_int", "check_mode", "make_options", "parse_bytes"]
+__all__ = [
+    "KEEP_STATES",
+    "MODES",
+    "Options",
+    "check_int",
+    "check_mode",
+    "make_options",
+    "parse_bytes",
+    "validate_options",
+]
 
 MODES = ("min", "max")
 KEEP_STATES = ("best", "all", "none")
@@ -115,6 +124,12 @@ class Options:
 
 
 OPTION_NAMES = frozenset(f.name for f in fields(Options))
+
+
+def validate_options(options: dict[str, Any], **fixed: Any) -> Options:
+    """:func:`make_options` of a front-end's ``**options`` (private ``_hooks`` left out) and the
+    values it sets itself (``fixed``, e.g. ``steps``)."""
+    return make_options(**fixed, **{k: v for k, v in options.items() if not k.startswith("_")})
 
 
 def make_options(

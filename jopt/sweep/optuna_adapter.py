@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jopt.sweep.engine import search
-from jopt.sweep.options import check_int, make_options
+from jopt.sweep.options import check_int, validate_options
 from jopt.sweep.optuna_study import (
     SAMPLERS,
     _abandon,
@@ -325,7 +325,7 @@ def optuna_search(
       ImportError: Optuna (or ``cmaes`` for CMA-ES) is not installed.
     """
     t_start = time.perf_counter()
-    opts = make_options(steps=steps, **{k: v for k, v in options.items() if not k.startswith("_")})
+    opts = validate_options(options, steps=steps)
     trials = check_int("trials", trials)
     batch = 8 if batch is None else check_int("batch", batch)
     if diverged_value is not None and not math.isfinite(diverged_value):

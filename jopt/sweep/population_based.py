@@ -4,9 +4,12 @@ A population of ``P`` trials trains as one compiled, vmapped, sharded batch. Eve
 steps (the *ready* interval) the members are ranked by their objective and the bottom quantile
 *exploits* the top quantile: it takes an exact copy of a top member's training state and continues
 with *explored* (perturbed) hyperparameters. Hyperparameters are inputs of the compiled program,
-so they change during training without recompiling: the whole run compiles one ``segment``
-program, one ``init`` program and one gather program (``stats["compiles"] == 2``,
-``stats["gather_compiles"] == 1``).
+so they change during training without recompiling: the whole run compiles one ``init``, one
+``segment`` and one ``update`` program (``stats["compiles"] == 3``). It runs on the engine
+(:func:`jopt.sweep.search`) as the :class:`PBT` trial scheduler: after every segment but the last
+it returns an :class:`~jopt.sweep.scheduler.Exploit` decision for each member of the bottom
+quantile, applied on the devices by the ``update`` program (slot ``i`` <- a copy of the donor's
+slot, the hyperparameters written into the traced arrays).
 
 Algorithm (truncation selection; ``q`` = ``quantile``, ``F`` = ``perturb``,
 ``p`` = ``resample_probability``)::
@@ -56,7 +59,7 @@ Example:
   >>> space = sweep.Space(lr=sweep.loguniform(1e-3, 0.5))
   >>> r = pbt(task, space, 8, steps=20, eval_every=2, seed=0, progress=False, devices=1)
   >>> r.stats["compiles"], r.stats["exploits"] > 0, len(r.schedules[0]) >= 1
-  (2, True, True)
+  (3, True, True)
   >>> all(1e-3 <= h["lr"] <= 0.5 for t in r.schedules.values() for _, h in t)
   True
 """
@@ -65,20 +68,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jopt.sweep.population import Cohort, Population, Recorder, progress_bar, rank_keys
+from jopt.sweep.engine import search
+from jopt.sweep.history import encode_config
+from jopt.sweep.options import validate_options
 from jopt.sweep.results import SweepResult
-from jopt.sweep.samplers import sample
-from jopt.sweep.space import Choice, Dimension, Fixed, Integer, LogUniform, SearchSpaceError, Space, Uniform
+from jopt.sweep.samplers import ListSampler, sample
+from jopt.sweep.scheduler import Exploit, TrialScheduler
+from jopt.sweep.space import Choice, Dimension, Fixed, Integer, SearchSpaceError, Space, Uniform
 from jopt.sweep.task import Task, check_task
 
-__all__ = ["PBTResult", "exploit_explore", "explore", "pbt", "perturb_value", "plot_schedules"]
+__all__ = ["PBT", "PBTResult", "exploit_explore", "explore", "pbt", "perturb_value", "plot_schedules"]
 
 
 # ----------------------------------------------------------------------------- explore / exploit
@@ -141,7 +147,7 @@ def exploit_explore(
     """One PBT ready step on the host: ``(donor per member, new configurations)``.
 
     ``keys`` are minimization keys (``+inf`` for diverged members, see
-    :func:`~jopt.sweep.population.rank_keys`). ``donor[i] == i`` for members that keep their state.
+    :func:`~jopt.sweep.results.signed`). ``donor[i] == i`` for members that keep their state.
 
     Example:
       >>> from jopt import sweep
@@ -212,14 +218,64 @@ class PBTResult(SweepResult):
         return plot_schedules(self, path, **kwargs)
 
 
+# ----------------------------------------------------------------------------- the scheduler
+
+
+class PBT(TrialScheduler):
+    """Population-based training as a trial scheduler: after every segment but the last, the
+    bottom quantile of the trials that ran exploits the top quantile (:func:`exploit_explore`);
+    records each member's lineage and hyperparameter schedule."""
+
+    def __init__(self, space: Space, configs: Sequence[Mapping[str, Any]], *, quantile: float,
+                 perturb: Sequence[float], resample_probability: float, seed: int):  # fmt: skip
+        self.space, self.quantile, self.perturb, self.p = (
+            space,
+            quantile,
+            tuple(perturb),
+            resample_probability,
+        )
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+        self.lineage: dict[int, list[tuple[int, int]]] = {t: [] for t in range(len(configs))}
+        self.schedules = {t: [(0, _traced(space, c))] for t, c in enumerate(configs)}
+
+    def decide(self, history, trials) -> dict[int, Exploit]:
+        ids = sorted(trials)
+        if not ids or any(history[t].status == "completed" for t in ids):
+            return {}  # the last segment: nothing to exploit
+        keys = np.asarray([history.signed(history[t].last) if history[t].status != "diverged" else np.inf
+                           for t in ids])  # fmt: skip
+        configs = [history[t].config for t in ids]
+        donors, new = exploit_explore(keys, configs, self.space, self.rng, quantile=self.quantile,
+                                      perturb=self.perturb, resample_probability=self.p)  # fmt: skip
+        out = {}
+        for i, t in enumerate(ids):
+            if donors[i] != i:
+                step, donor = history[t].age, ids[int(donors[i])]
+                out[t] = Exploit(donor, new[i])
+                self.lineage[t].append((step, donor))
+                self.schedules[t].append((step, _traced(self.space, new[i])))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "lineage": {str(t): v for t, v in self.lineage.items()},
+                "schedules": {str(t): v for t, v in self.schedules.items()}}  # fmt: skip
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.lineage = {int(t): [(int(s), int(d)) for s, d in v] for t, v in state["lineage"].items()}
+        self.schedules = {int(t): [(int(s), dict(h)) for s, h in v] for t, v in state["schedules"].items()}
+
+
 # ----------------------------------------------------------------------------- driver
 
 
-def _check_args(steps, eval_every, quantile, perturb, resample_probability, mode, keep_states) -> tuple:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    ok = isinstance(eval_every, (int, np.integer)) and not isinstance(eval_every, bool)
-    if not ok or eval_every < 1 or steps % eval_every:
+def _check_args(steps, eval_every, quantile, perturb, resample_probability) -> tuple:
+    if (
+        isinstance(eval_every, bool)
+        or not isinstance(eval_every, (int, np.integer))
+        or eval_every < 1
+        or (isinstance(steps, int) and steps >= 1 and steps % eval_every)
+    ):
         raise ValueError(f"eval_every (the ready interval) must be a positive int dividing steps={steps}, "
                          f"got {eval_every!r}")  # fmt: skip
     if not isinstance(quantile, (int, float)) or isinstance(quantile, bool) or not 0 < quantile <= 0.5:
@@ -234,10 +290,6 @@ def _check_args(steps, eval_every, quantile, perturb, resample_probability, mode
     p = resample_probability
     if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1:
         raise ValueError(f"resample_probability must be in [0, 1], got {p!r}")
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-    if keep_states not in ("best", "all", "none"):
-        raise ValueError(f"keep_states must be 'best', 'all' or 'none', got {keep_states!r}")
     return factors, float(p)
 
 
@@ -252,38 +304,35 @@ def pbt(
     perturb: Sequence[float] = (0.8, 1.2),
     resample_probability: float = 0.25,
     method: str = "random",
-    seed: int = 0,
-    mode: str = "min",
-    devices: int | Sequence[Any] | None = None,
-    progress: bool = True,
-    check_params: bool = True,
-    keep_states: str = "best",
-    _on_exploit: Callable[[Cohort, Cohort, np.ndarray], None] | None = None,
+    **options: Any,
 ) -> PBTResult:
     """Population-based training (see the module docstring for the algorithm).
 
     Args:
-      task, space, seed, mode, devices, progress, check_params: as for :func:`jopt.sweep.run`
-        (member ``i`` gets the keys ``run`` gives trial ``i``; ``seed`` also drives exploit/explore).
+      task, space: as for :func:`jopt.sweep.run` (member ``i`` gets the keys ``run`` gives trial
+        ``i``; ``seed`` also drives exploit/explore).
       population: number of members to sample with ``method``, or their initial configurations.
-        The whole population is one batch (sharded over ``devices``).
+        The whole population is one chunk (sharded over ``devices``).
       steps: training steps of every member.
       eval_every: the ready interval: steps between evaluations and exploit/explore; divides ``steps``.
       quantile: fraction ``q`` in ``(0, 0.5]``: the bottom ``floor(q P)`` members copy from the top
         ``floor(q P)``; the population needs ``floor(q P) >= 1``.
       perturb: multiplicative factors (finite, > 0, not all 1) drawn uniformly when exploring.
       resample_probability: per dimension, probability of resampling from the space instead.
-      keep_states: final state of the ``"best"`` member, of ``"all"`` members, or ``"none"``.
+      **options: the shared options of :func:`jopt.sweep.options.make_options` (``seed``, ``mode``,
+        ``devices``, ``folds``, ``patience``, ``memory_budget``, ``checkpoint_dir``, ``keep_states``,
+        ``progress``, ``check_params``, ``timeout``).
 
     Returns:
       A :class:`PBTResult`.
 
     Raises:
-      ValueError: a bad argument above, or a static (non-fixed) dimension in ``space``; raised
-        before any compile.
+      ValueError: a bad argument above, a static (non-fixed) dimension in ``space``, or a
+        population that does not fit one chunk; raised before any compile.
     """
     t_start = time.perf_counter()
-    factors, p = _check_args(steps, eval_every, quantile, perturb, resample_probability, mode, keep_states)
+    factors, p = _check_args(steps, eval_every, quantile, perturb, resample_probability)
+    opts = validate_options(options, steps=steps, eval_every=eval_every)
     space = space if isinstance(space, Space) else Space(space)
     static = [n for n in space.static_names if not isinstance(space[n], Fixed)]
     if static:
@@ -298,66 +347,29 @@ def pbt(
     else:
         if isinstance(population, bool) or not isinstance(population, (int, np.integer)):
             raise ValueError(f"population must be an int or a list of configurations, got {population!r}")
-        configs = sample(space, method, int(population), seed=seed) if population >= 1 else []
+        configs = sample(space, method, int(population), seed=opts.seed) if population >= 1 else []
     n = len(configs)
     if math.floor(quantile * n + 1e-9) < 1:
         need = math.ceil(1 / quantile - 1e-9)
         raise ValueError(f"population must have at least ceil(1 / quantile) = {need} members for "
                          f"quantile={quantile}, got {n}")  # fmt: skip
-    check_task(task, space, configs)
-    sign = 1.0 if mode == "min" else -1.0
-    pop = Population(task, space, configs, eval_every=int(eval_every), seed=seed, mode=mode, devices=devices,
-                     check_params=check_params)  # fmt: skip
-    size = pop.padded_size(n)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
-    rec, current = Recorder(), [dict(c) for c in configs]
-    lineage = {t: [] for t in range(n)}
-    schedules = {t: [(0, _traced(space, c))] for t, c in enumerate(configs)}
-    n_seg, exploits = steps // eval_every, 0
-    bar = progress_bar(n_seg, progress, "pbt")
-    cohort = pop.init(range(n), size)
-    for seg in range(n_seg):
-        cohort = pop.advance(cohort, 1, rec, on_segment=lambda _: bar.update(1))
-        if seg + 1 == n_seg:
-            break
-        keys = rank_keys(cohort.last[0][:n], cohort.last[1][:n], sign)
-        donors, new = exploit_explore(keys, current, space, rng, quantile=quantile, perturb=factors,
-                                      resample_probability=p)  # fmt: skip
-        replaced = [i for i in range(n) if donors[i] != i]
-        if not replaced:
-            continue
-        before = cohort
-        cohort = pop.gather([cohort], [(0, int(d)) for d in donors], size, members=range(n),
-                            key_picks=[(0, i) for i in range(n)])  # fmt: skip
-        hp = {k: np.asarray([new[i][k] for i in range(n)] + [new[0][k]] * (size - n)) for k in pop.traced}
-        cohort = pop.set_hparams(cohort, hp)
-        for i in replaced:
-            lineage[i].append((cohort.step, int(donors[i])))
-            schedules[i].append((cohort.step, _traced(space, new[i])))
-        current, exploits = new, exploits + len(replaced)
-        if _on_exploit is not None:
-            _on_exploit(before, cohort, donors)
-    bar.close()
-    trials = [rec.trial_result(t, current[t], sign) for t in range(n)]
-    stats = {
-        "wall_seconds": time.perf_counter() - t_start,
-        "compile_seconds": pop.stats["compile_seconds"],
-        "compiles": pop.stats["compiles"],
-        "gather_compiles": pop.stats["gather_compiles"],
-        "devices": pop.num_devices,
-        "members": n,
-        "batch_size": size,
-        "steps": int(steps),
-        "eval_every": int(eval_every),
-        "exploits": exploits,
-        "trial_steps": n * int(steps),
-    }
-    logs = tuple(k for k in space if isinstance(space[k], LogUniform))
-    result = PBTResult(trials, mode, stats, logs, {}, task.params, lineage, schedules)
-    if keep_states != "none":
-        keep = range(n) if keep_states == "all" else [result.best.trial]
-        result.states = dict(zip(keep, pop.states(cohort, list(keep)), strict=True))
-    return result
+    members = n * opts.members_per_trial
+    if opts.max_parallel is not None and opts.max_parallel < members:
+        raise ValueError(f"the population ({members} members) must fit one chunk: max_parallel must be "
+                         f">= {members}, got {opts.max_parallel}")  # fmt: skip
+    check_task(task, space, configs[:1], num_folds=opts.folds)
+    scheduler = PBT(
+        space, configs, quantile=quantile, perturb=factors, resample_probability=p, seed=opts.seed
+    )
+    described = {"name": "pbt", "quantile": quantile, "perturb": factors, "resample_probability": p,
+                 "configs": [encode_config(space, c) for c in configs]}  # fmt: skip
+    r = search(task, space, ListSampler(configs), scheduler, parallel=n, method=described, single_chunk=True,
+               steps=steps, eval_every=eval_every, **options)  # fmt: skip
+    size = next(iter(r.stats["chunk_sizes"].values()))[0]
+    stats = dict(r.stats, steps=int(steps), eval_every=int(eval_every), batch_size=size)
+    stats["wall_seconds"] = time.perf_counter() - t_start
+    return PBTResult(r.trials, r.mode, stats, r.log_scale, r.states, r.params_fn, scheduler.lineage,
+                     scheduler.schedules)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- plot
