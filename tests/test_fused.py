@@ -243,7 +243,7 @@ PER_LEAF = {
 
 @pytest.mark.parametrize("name", sorted(PER_LEAF))
 def test_per_leaf_members_compose_exactly(name):
-    opt = check_equal(PER_LEAF[name])
+    opt = check_equal(PER_LEAF[name], packed=(False, True) if name == "lamb" else (True,))
     assert "per leaf" in opt.plan()
 
 
@@ -319,6 +319,14 @@ def test_current_hyperparams_and_schedules():
     _, _, state = run(opt)
     _, _, ref = run(_Unfused(opt.inner))
     assert_same(jopt.current_hyperparams(state), jopt.current_hyperparams(ref))
+    # A stateful schedule reading an extra argument (value=loss) through the fused chain.
+    tx = jopt.adam(jopt.schedules.reduce_on_plateau(1e-2, factor=0.5, patience=1))
+    opt, fs, s = fuse(tx), fuse(tx).init(PARAMS), tx.init(PARAMS)
+    for _ in range(4):
+        _, fs = opt.update(GRADS[0], fs, PARAMS, value=jnp.float32(1.0))
+        _, s = tx.update(GRADS[0], s, PARAMS, value=jnp.float32(1.0))
+    assert float(jopt.current_hyperparams(fs)["learning_rate"]) < 1e-2
+    assert_same(jopt.current_hyperparams(fs), jopt.current_hyperparams(s))
 
 
 @pytest.mark.parametrize("axis_type", [AxisType.Explicit, AxisType.Auto])

@@ -46,8 +46,11 @@ __all__ = [
     "PerLeaf",
     "WithMask",
     "Wrapper",
+    "closure",
     "describe",
     "elementwise",
+    "function_name",
+    "unwrapped",
 ]
 
 #: ``owner`` names of :func:`jopt.hyperparam_transformation` transforms that are element-wise.
@@ -173,19 +176,22 @@ def elementwise(tx: Any) -> GradientTransformation:
     return GradientTransformation(tx.init, update)
 
 
-def _unwrapped(fn: Any) -> Any:
+def unwrapped(fn: Any) -> Any:
+    """The function under jopt's ``update`` wrappers (``transformation``, ``as_transformation``)."""
     while hasattr(fn, "__wrapped__") and getattr(fn, "fusion", None) is None:
         fn = fn.__wrapped__
     return fn
 
 
-def _name(fn: Any) -> str:
+def function_name(fn: Any) -> str:
+    """``"module:qualname"`` of a function or bound method, the key of the recognizers."""
     if inspect.ismethod(fn):
         return f"{type(fn.__self__).__module__}:{type(fn.__self__).__qualname__}.{fn.__name__}"
     return f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
 
 
-def _nonlocals(fn: Any) -> dict[str, Any]:
+def closure(fn: Any) -> dict[str, Any]:
+    """The variables a function closes over (by name)."""
     return dict(inspect.getclosurevars(fn).nonlocals) if inspect.isfunction(fn) else {}
 
 
@@ -199,22 +205,22 @@ def describe(tx: Any) -> Node:
       ['Elementwise', 'Elementwise', 'Elementwise']
     """
     tx = as_transformation(tx)
-    fn = _unwrapped(tx.update)
+    fn = unwrapped(tx.update)
     if getattr(fn, "fusion", None) == "elementwise":
         return Elementwise(tx)
-    handler = _HANDLERS.get(_name(fn))
+    handler = _HANDLERS.get(function_name(fn))
     node = handler(tx, fn) if handler is not None else None
     return PerLeaf(tx) if node is None else node
 
 
 def _hyperparam(tx, fn):
-    nl = _nonlocals(fn)
+    nl = closure(fn)
     owner = nl.get("owner")
     if owner in ELEMENTWISE_OWNERS:
         return Elementwise(tx)
     if owner in _MASKED_RULES:
         names, make = _MASKED_RULES[owner]
-        mask = _nonlocals(nl["step"]).get("mask")
+        mask = closure(nl["step"]).get("mask")
         if mask is None:
             return Elementwise(tx)
         hp = nl["hyperparams"]
@@ -223,33 +229,33 @@ def _hyperparam(tx, fn):
 
 
 def _stateless(tx, fn):
-    f = _nonlocals(fn).get("f")
-    return Elementwise(tx) if f is not None and _name(f) in _ELEMENTWISE_FUNCTIONS else None
+    f = closure(fn).get("f")
+    return Elementwise(tx) if f is not None and function_name(f) in _ELEMENTWISE_FUNCTIONS else None
 
 
 def _chain(tx, fn):
-    return Chain(tuple(describe(m) for m in _nonlocals(fn)["members"]), None)
+    return Chain(tuple(describe(m) for m in closure(fn)["members"]), None)
 
 
 def _named_chain(tx, fn):
-    nl = _nonlocals(fn)
+    nl = closure(fn)
     return Chain(tuple(describe(m) for m in nl["members"]), tuple(nl["keys"]))
 
 
 def _masked(tx, fn):
-    nl = _nonlocals(fn)
+    nl = closure(fn)
     return Masked(describe(nl["inner"]), nl["mask"], nl["mask_compatible_extra_args"])
 
 
 def _partition(tx, fn):
-    nl = _nonlocals(fn)
-    labels = _nonlocals(nl["group_masks"])["param_labels"]
+    nl = closure(fn)
+    labels = closure(nl["group_masks"])["param_labels"]
     members = {k: describe(m) for k, m in nl["members"].items()}
     return Partition(members, labels, nl["mask_compatible_extra_args"])
 
 
 def _finite(tx, fn):
-    nl = _nonlocals(fn)
+    nl = closure(fn)
     limit = nl["limit"]
     return Wrapper(describe(nl["inner"]), lambda inner, to_tree: skip_non_finite(inner, limit))
 

@@ -47,7 +47,10 @@ from jopt.fused.recognize import (
     PerLeaf,
     WithMask,
     Wrapper,
+    closure,
     describe,
+    function_name,
+    unwrapped,
 )
 from jopt.transforms.parameter_groups import MaskedNode
 
@@ -297,13 +300,12 @@ def unfused_to_fused(opt: FusedTransformation, state: PyTree, params: PyTree) ->
 
 def _explain(node: Node, indent: str = "") -> list[str]:
     """Lines describing a plan: what runs on buffers (fused) and what per leaf."""
-    name = lambda tx: getattr(tx.update, "__qualname__", "?").split(".<locals>")[0]
     if isinstance(node, Elementwise):
-        return [f"{indent}fused: {_owner(node.tx) or name(node.tx)}"]
+        return [f"{indent}fused: {_label(node.tx)}"]
     if isinstance(node, WithMask):
-        return [f"{indent}fused, mask per buffer: {_owner(node.rebuild(None)) or 'masked rule'}"]
+        return [f"{indent}fused, one mask value per buffer: {_label(node.rebuild(None))}"]
     if isinstance(node, PerLeaf):
-        return [f"{indent}per leaf: {_owner(node.tx) or name(node.tx)}"]
+        return [f"{indent}per leaf: {_label(node.tx)}"]
     if isinstance(node, Chain):
         return [f"{indent}chain"] + [line for m in node.members for line in _explain(m, indent + "  ")]
     if isinstance(node, Masked):
@@ -314,17 +316,19 @@ def _explain(node: Node, indent: str = "") -> list[str]:
             lines += [f"{indent}  {key!r}:"] + _explain(member, indent + "    ")
         return lines
     if isinstance(node, Wrapper):
-        return [f"{indent}wrapper"] + _explain(node.inner, indent + "  ")
+        return [f"{indent}wrapper (skip_non_finite / MultiSteps)"] + _explain(node.inner, indent + "  ")
     return [f"{indent}{type(node).__name__}"]
 
 
-def _owner(tx: GradientTransformation) -> str | None:
-    from jopt.fused.recognize import _name, _nonlocals, _unwrapped
-
-    fn = _unwrapped(tx.update)
-    owner = _nonlocals(fn).get("owner")
+def _label(tx: GradientTransformation) -> str:
+    """A transform's name: its ``owner``, or the function that built it (``optax: chain`` for optax's)."""
+    fn = unwrapped(tx.update)
+    if getattr(fn, "fusion", None) == "elementwise":
+        return f"{_label(closure(fn)['tx'])} (declared element-wise)"
+    owner = closure(fn).get("owner")
     if isinstance(owner, str):
         return owner
-    f = _nonlocals(fn).get("f")
-    target = f if f is not None else fn
-    return _name(target).split(":")[-1].split(".<locals>")[0] or None
+    inner = closure(fn).get("f")
+    module, qualname = function_name(inner if inner is not None else fn).split(":")
+    name = qualname.split(".<locals>")[0]
+    return name if module.startswith("jopt") else f"{module.split('.')[0]}: {name}"
