@@ -2,8 +2,6 @@
 # The benchmarks whose figures matter on an accelerator, in one run of about 8 minutes on one
 # GPU; each table is written under $OUT (default: ./gpu-out). Run it in one `device` call when a
 # GPU is lent, then record the tables in benchmarks/README.md with the machine.
-# Not yet here (their issues are open): the hand-written vmap baseline, the fused step and the
-# optimizer race.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
@@ -17,7 +15,9 @@ run() {  # name, time limit (s), command...
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/machine.txt" 2>&1
 python3 -c "import jax; print(jax.__version__, jax.devices())" >> "$OUT/machine.txt" 2>&1
-run step_overhead 90 python3 benchmarks/step_overhead.py --sizes 10 100 1000 --repeats 300 --rounds 3
+run step_overhead 120 python3 benchmarks/step_overhead.py --params 2e7 --leaves 10 100 500 1000 2000 --repeats 100
+run fused_transformer 60 python3 benchmarks/fused_transformer.py --layers 37 --dim 256 --batch 16 --seq 128
 run sweep_256 150 python3 benchmarks/sweep_vs_sequential.py --trials 256 --steps 300 --methods sweep scan --devices 1 --memory-budget 16GB
 run sweep_1024 180 python3 benchmarks/sweep_vs_sequential.py --trials 1024 --steps 300 --methods sweep scan --devices 1 --memory-budget 64GB
 run scaling 60 python3 benchmarks/scaling.py --devices 1 --width 4096 --depth 8 --batch 1024 --steps 20
+run optimizer_race 150 python3 benchmarks/optimizer_race.py --steps 600 --lrs 3 --timing-rounds 3 --plot "$OUT/race.png"
