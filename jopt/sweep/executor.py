@@ -408,7 +408,21 @@ class Executor:
             return False
         meta, arrays = restored
         self._load(meta, arrays)
+        for t in self.sampler.abandoned(self.history):
+            self._forget(t)
         return bool(meta["done"])
+
+    def _forget(self, trial: int) -> None:
+        if self.chunk is not None and trial in self.chunk.trials():
+            self.chunk.vacate(trial)
+            if not self._running(self.chunk):
+                self.chunk = None
+        self.parked.pop(trial, None)
+        self.kept.pop(trial, None)
+        for q in self.queues.values():
+            if trial in q:
+                q.remove(trial)
+        self.history.remove(trial)
 
     def _save(self, done: bool) -> None:
         if self._ck is None:

@@ -174,6 +174,10 @@ class History(Mapping[int, TrialRecord]):
         self._trials[int(trial)] = rec
         return rec
 
+    def remove(self, trial: int) -> None:
+        """Forget a trial entirely."""
+        del self._trials[trial]
+
     def with_status(self, *statuses: str) -> list[int]:
         """Ids of the trials with one of ``statuses``."""
         return [t for t, r in self._trials.items() if r.status in statuses]

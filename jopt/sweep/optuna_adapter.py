@@ -74,6 +74,7 @@ from jopt.sweep.optuna_study import (
     SAMPLERS,
     _abandon,
     _ask,
+    _beat,
     _check_direction,
     _check_settings,
     _counted,
@@ -254,6 +255,23 @@ class OptunaSampler(Sampler, TrialScheduler):
         if t is not None:
             _tell(self.study, t, history.result(trial, self.patience), self.diverged_value)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"in_flight": sorted(self.in_flight), "stats": self.stats}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Re-attach to the trials in training at the checkpoint that are still RUNNING."""
+        optuna = _optuna()
+        self.stats.update(state["stats"])
+        storage, study_id = self.study._storage, self.study._study_id
+        for number in state["in_flight"]:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
+            if storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING:
+                self.in_flight[int(number)] = optuna.trial.Trial(self.study, trial_id)
+        _beat(_heartbeat_storage(self.study), [t._trial_id for t in self.in_flight.values()])
+
+    def abandoned(self, history) -> list[int]:
+        return [t for t in history if not history[t].finished and t not in self.in_flight]
+
 
 # ----------------------------------------------------------------------------- the search
 
@@ -310,6 +328,11 @@ def optuna_search(
         pruners).
       reset_running: first fail every RUNNING trial of the study and queue its configuration
         again (after a crash, when no other worker is running).
+
+    With ``checkpoint_dir`` (and a persistent ``storage``), an interrupted call leaves its
+    trials RUNNING and a rerun continues them from the checkpoint (those another worker has
+    failed meanwhile are dropped); without it, they are failed (and, on ``KeyboardInterrupt``,
+    queued again).
       **options: the shared options of :func:`jopt.sweep.options.make_options` (``eval_every``,
         ``seed`` -- every trial's keys come from it and its trial number, the same for all
         workers --, ``mode``, ``folds``, ``patience``, ``memory_budget``, ``checkpoint_dir``, ...).
@@ -360,10 +383,12 @@ def optuna_search(
         with _heartbeat(storage_hb, lambda: [t._trial_id for t in list(smp.in_flight.values())]):
             result = search(task, space, smp, smp, parallel=batch, method=method, steps=steps, **options)
     except (KeyboardInterrupt, SystemExit):
-        smp.stats["requeued"] += _abandon(study, list(smp.in_flight.values()), "interrupted", retry=True)
+        if opts.checkpoint_dir is None:  # else they continue from the checkpoint
+            smp.stats["requeued"] += _abandon(study, list(smp.in_flight.values()), "interrupted", retry=True)
         raise
     except Exception:
-        _abandon(study, list(smp.in_flight.values()), "error", retry=False)
+        if opts.checkpoint_dir is None:
+            _abandon(study, list(smp.in_flight.values()), "error", retry=False)
         raise
     result.stats.update(
         smp.stats, evaluated=len(result.trials), wall_seconds=time.perf_counter() - t_start,

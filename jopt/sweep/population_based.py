@@ -365,7 +365,7 @@ def pbt(
                  "configs": [encode_config(space, c) for c in configs]}  # fmt: skip
     r = search(task, space, ListSampler(configs), scheduler, parallel=n, method=described, single_chunk=True,
                steps=steps, eval_every=eval_every, **options)  # fmt: skip
-    size = next(iter(r.stats["chunk_sizes"].values()))[0]
+    size = next(iter(r.stats["chunk_sizes"].values()), [None])[0]  # None: reloaded, nothing ran
     stats = dict(r.stats, steps=int(steps), eval_every=int(eval_every), batch_size=size)
     stats["wall_seconds"] = time.perf_counter() - t_start
     return PBTResult(r.trials, r.mode, stats, r.log_scale, r.states, r.params_fn, scheduler.lineage,

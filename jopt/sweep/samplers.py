@@ -185,6 +185,11 @@ class Sampler:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
 
+    def abandoned(self, history: History) -> Sequence[int]:
+        """After a checkpoint is restored: unfinished trials that must not continue (e.g. another
+        worker has failed them meanwhile); the engine forgets them."""
+        return ()
+
 
 class ListSampler(Sampler):
     """Proposes ``configs`` in order, with trial ids ``ids`` (default ``0, 1, ...``), grouped by
