@@ -1,4 +1,4 @@
-"""The plain training example runs on real data and learns."""
+"""The plain training example and the width-sweep example run on real data and learn."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import jopt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 import train_digits  # noqa: E402
+import width_sweep  # noqa: E402
 
 sys.path.pop(0)
 
@@ -35,3 +36,13 @@ def test_train_digits_optimizer_logs_the_scheduled_learning_rate():
         _, state = opt.update(params, state, params)
     expected = jopt.schedules.warmup_cosine_decay(0.0, 1e-2, 5, steps, end_value=1e-4)(6)
     np.testing.assert_allclose(jopt.current_hyperparams(state)["learning_rate"], expected, rtol=1e-6)
+
+
+def test_width_sweep_tunes_two_traced_widths_in_one_static_group(capsys):
+    result = width_sweep.main(["--quick", "--no-progress"])
+    widths = {(t.hyperparams["width1"], t.hyperparams["width2"]) for t in result.trials}
+    assert len(widths) == len(result.trials) == 8  # distinct widths, ...
+    assert result.stats["groups"] == 1  # ... one program for all of them
+    assert all(t.status == "completed" for t in result.trials)
+    assert result.best.objective < float(np.log(10))  # better than chance
+    assert "padding wastes" in capsys.readouterr().out
