@@ -13,23 +13,25 @@ Methods, each in its own process (fresh compile caches), for several seeds:
 * ``optuna``: the usual Optuna loop -- TPE, one jitted step function built per trial with
   Python-float hyperparameters, a Python loop over steps -- with ``--optuna-budget`` seconds
   (``study.optimize(timeout=...)``);
-* jopt methods with ``--budget`` seconds (default: a quarter of Optuna's), repeated while
-  another round as long as the last one fits in the budget: ``random`` (``sweep.run``, 32
-  random trials per call), ``bayes`` (``sweep.bayesian``, batch 32, stopped by its
-  callback), ``asha`` (``sweep.successive_halving``, 243 trials, rungs at steps/9, steps/3,
-  steps, eta 3), ``pbt`` (``sweep.pbt``, population 32, ready every steps/6 steps) and
-  ``optuna-vec`` (``sweep.optuna_search`` with TPE, batch 16).
+* jopt methods with ``--budget`` seconds (default: a quarter of Optuna's) as their ``timeout``:
+  chunks of 32 slots refilled as trials end, until the time is spent (no segment starts that
+  would end after it): ``random`` (an endless random stream on ``sweep.search``), ``bayes``
+  (``sweep.bayesian``, batch 32), ``asha`` (``sweep.asha``, rungs at steps/9, steps/3, steps,
+  eta 3), ``median`` (random stream with ``sweep.MedianStopping``), ``optuna-vec``
+  (``sweep.optuna_search`` with TPE, 32 at a time), ``optuna-asha`` (the same with Optuna's
+  ``SuccessiveHalvingPruner`` pruning through the engine); ``pbt`` (``sweep.pbt``, population
+  32, ready every steps/6 steps) is repeated while another run fits the budget.
 
 A second table compares ``bayes`` (GP, batch 8 after 16 Sobol points) with ``random`` at an
 equal *trial* budget (``--trials``, default 64): the sample efficiency of the surrogate, compile
 and GP time aside.
 
-A method's score is the best validation objective among its trials (for ASHA and PBT: among the
-trials it trained; a pruned ASHA trial's objective is the one at its last rung). Prints one row
+A method's score is the best validation objective among its trials' evaluations (a pruned or
+time-cut trial's evaluations count: each is a trained model's validation loss). Prints one row
 per (task, method): mean and standard deviation over seeds, trials evaluated, wall time used.
 
 Usage:
-  python benchmarks/search_quality.py                          # 3 seeds, 60 s Optuna / 15 s jopt
+  python benchmarks/search_quality.py                          # 5 seeds, 60 s Optuna / 15 s jopt
   python benchmarks/search_quality.py --seeds 1 --optuna-budget 20 --tasks digits
 """
 
@@ -44,7 +46,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ("optuna", "random", "bayes", "asha", "pbt", "optuna-vec")
+METHODS = ("optuna", "random", "bayes", "asha", "median", "pbt", "optuna-vec", "optuna-asha")
 
 
 def build(task_name: str):
@@ -197,23 +199,17 @@ def child(args) -> None:
         return best, rep * per_round
 
     quiet = dict(progress=False, keep_states="none")
+    timed = dict(quiet, timeout=budget, seed=seed)
+    rungs = [steps // 9, steps // 3, steps]
     if args.method == "optuna":
         best, trials = run_optuna_loop(space, model, data, batch, loss_fn, steps, args.budget, seed)
-    elif args.method == "random":
-
-        def random_round(rep):
-            configs = sweep.sample(space, "random", 32, seed=seed * 1000 + rep)
-            ids = list(range(rep * 32, rep * 32 + 32))
-            return sweep.run(
-                task, space, configs, steps=steps, eval_every=steps, seed=seed, trial_ids=ids, **quiet
-            )
-
-        best, trials = repeat(random_round, 32)
+    elif args.method == "random":  # an endless random stream, 32 trials at a time, until the budget
+        sampler = sweep.StreamSampler(space, "random", seed)
+        r = sweep.search(task, space, sampler, steps=steps, eval_every=steps // 3, parallel=32, **timed)
+        best, trials = finite_best(r), len(r.trials)
     elif args.method == "bayes":
-        r = sweep.bayesian(
-            task, space, 100_000, steps=steps, eval_every=steps, batch=32, initial=32, seed=seed,
-            callback=lambda i, res: not another_fits(), **quiet,
-        )  # fmt: skip
+        r = sweep.bayesian(task, space, 100_000, steps=steps, eval_every=steps // 3, batch=32, initial=32,
+                           **timed)  # fmt: skip
         best, trials = finite_best(r), len(r.trials)
     elif args.method == "random-n":
         configs = sweep.sample(space, "random", args.trials, seed=seed)
@@ -224,15 +220,14 @@ def child(args) -> None:
             task, space, args.trials, steps=steps, batch=8, initial=16, seed=seed, progress=False
         )
         best, trials = finite_best(r), len(r.trials)
-    elif args.method == "asha":
-
-        def asha_round(rep):
-            budgets = [steps // 9, steps // 3, steps]
-            return sweep.successive_halving(
-                task, space, 243, budgets=budgets, eta=3, seed=seed * 1000 + rep, **quiet
-            )
-
-        best, trials = repeat(asha_round, 243)
+    elif args.method == "asha":  # asynchronous halving, slots refilled, until the budget
+        r = sweep.asha(task, space, None, budgets=rungs, eta=3, parallel=32, **timed)
+        best, trials = finite_best(r), len(r.trials)
+    elif args.method == "median":  # random stream with the median stopping rule
+        sampler = sweep.StreamSampler(space, "random", seed)
+        r = sweep.search(task, space, sampler, sweep.MedianStopping(min_trials=8, grace_steps=steps // 9),
+                         steps=steps, eval_every=steps // 9, parallel=32, **timed)  # fmt: skip
+        best, trials = finite_best(r), len(r.trials)
     elif args.method == "pbt":
 
         def pbt_round(rep):
@@ -241,19 +236,15 @@ def child(args) -> None:
             )
 
         best, trials = repeat(pbt_round, 32)
-    elif args.method == "optuna-vec":
+    elif args.method in ("optuna-vec", "optuna-asha"):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
-
-        def optuna_round(rep):  # the study grows by 16 trials per round
-            total = 16 * (rep + 1)
-            return sweep.optuna_search(
-                task, space, total, steps=steps, eval_every=steps, batch=16, study=study, seed=seed, **quiet
-            )
-
-        best, trials = repeat(optuna_round, 16)
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=steps // 9, reduction_factor=3)
+        kw = {"pruner": pruner} if args.method == "optuna-asha" else {}
+        r = sweep.optuna_search(task, space, 1_000_000, steps=steps, eval_every=steps // 9, batch=32,
+                                sampler="tpe", **kw, **timed)  # fmt: skip
+        best, trials = finite_best(r), len(r.trials)
     print(json.dumps({"best": best, "trials": trials, "wall": time.perf_counter() - t0}))
 
 
@@ -271,6 +262,30 @@ def run_method(args, task: str, method: str, budget: float) -> list[dict]:
             raise SystemExit(f"{task}/{method}/seed {seed} failed")
         rows.append(json.loads(lines[-1]))
     return rows
+
+
+def summary(rows: list[dict]) -> tuple[float, float, int]:
+    """Mean, standard error and count of the seeds' best values."""
+    bests = [r["best"] for r in rows]
+    sd = statistics.stdev(bests) if len(bests) > 1 else 0.0
+    return statistics.mean(bests), sd / len(bests) ** 0.5, len(bests)
+
+
+def print_comparison(task: str, rows: dict[str, list[dict]]) -> None:
+    """Each jopt method against the Optuna loop: difference of means and the combined standard error."""
+    if "optuna" not in rows:
+        return
+    m0, se0, _ = summary(rows["optuna"])
+    for method, rs in rows.items():
+        if method == "optuna":
+            continue
+        m, se, _ = summary(rs)
+        combined = (se0**2 + se**2) ** 0.5
+        verdict = "better" if m0 - m > combined else ("worse" if m - m0 > combined else "within 1 SE")
+        gap = f"optuna - method = {m0 - m:+.4f}, combined SE {combined:.4f}"
+        print(f"{task:>8} | {method:>11} | {gap}: {verdict}")
+    print(f"{task:>8} | per-seed best: " + "; ".join(
+        f"{k} " + ", ".join(f"{r['best']:.4f}" for r in v) for k, v in rows.items()))  # fmt: skip
 
 
 def print_row(task: str, method: str, rows: list[dict]) -> None:
@@ -299,7 +314,7 @@ def main() -> None:
     )
     parser.add_argument("--tasks", nargs="+", default=["digits", "diabetes"], choices=["digits", "diabetes"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=270)
     parser.add_argument("--optuna-budget", type=float, default=60.0)
     parser.add_argument("--budget", type=float, default=None, help="jopt budget (default: optuna / 4)")
@@ -321,10 +336,15 @@ def main() -> None:
             f"{args.steps} steps per full trial; {args.seeds} seeds; {args.devices} CPU devices for jopt"
         )
         print_header()
+        done: dict[str, dict[str, list[dict]]] = {}
         for task in args.tasks:
             for method in args.methods:
                 budget = args.optuna_budget if method == "optuna" else jopt_budget
-                print_row(task, method, run_method(args, task, method, budget))
+                done.setdefault(task, {})[method] = run_method(args, task, method, budget)
+                print_row(task, method, done[task][method])
+        print()
+        for task, rows in done.items():
+            print_comparison(task, rows)
     if "trials" in args.tables:
         print(f"\n# equal trial budget: {args.trials} trials of {args.steps} steps; {args.seeds} seeds")
         print_header()

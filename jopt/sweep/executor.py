@@ -104,6 +104,7 @@ class Executor:
         self._ck: Checkpointer | None = None
         self._bar = None
         self._best: int | None = None  # best finished trial (progress bar)
+        self._key_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # ================================================================== the loop
     def run(self) -> SweepResult:
@@ -170,14 +171,25 @@ class Executor:
             self.history.add(trial, config, group)
             self.queues.setdefault(group, []).append(trial)
             out.append((trial, group))
+        if out:
+            self._derive_keys([t for t, _ in out])
         return out
 
     def _foreign(self, group: tuple) -> bool:
         return any(q for g, q in self.queues.items() if g != group)
 
     def _keys(self, trial: int):
-        folds = np.arange(self.k)
-        return P.member_keys(self.options.seed, np.full(self.k, trial), folds)
+        """Init and training keys of a trial's members (derived in bulk when proposed)."""
+        if trial not in self._key_cache:
+            self._derive_keys([trial])
+        return self._key_cache.pop(trial)
+
+    def _derive_keys(self, trials: list[int]) -> None:
+        k = self.k
+        ids, folds = np.repeat(np.asarray(trials), k), np.tile(np.arange(k), len(trials))
+        init, train = P.member_keys(self.options.seed, ids, folds)
+        for i, t in enumerate(trials):
+            self._key_cache[t] = (init[i * k : (i + 1) * k], train[i * k : (i + 1) * k])
 
     def _fill(self, ch: Chunk) -> None:
         """Refill free slots of a running chunk: queued trials of its group, then proposals."""
