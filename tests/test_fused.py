@@ -91,8 +91,8 @@ ROUNDING = 4
 REDUCTION = 16
 
 
-def check_equal(tx, max_ulp=ROUNDING, packed=(False, True)):
-    opt = fuse(tx)
+def check_equal(tx, max_ulp=ROUNDING, packed=(False, True), **fuse_options):
+    opt = fuse(tx, **fuse_options)
     ref_p, ref_u, ref_s = run(_Unfused(tx))
     for mode in packed:
         p, u, s = run(opt, packed=mode)
@@ -162,6 +162,13 @@ def test_state_is_packed_by_dtype():
     mu = state.inner[0].mu
     assert isinstance(mu, Packed)
     assert sorted((b.dtype.name, b.shape) for b in mu.buffers) == [("bfloat16", (10,)), ("float32", (19,))]
+
+
+def test_buffers_are_split_at_max_buffer_bytes():
+    opt = check_equal(jopt.adamw(1e-2, mask=NDIM_MASK), max_buffer_bytes=12)
+    groups = opt.layout(PARAMS).groups
+    assert len(groups) == 5  # every leaf alone: each is 12 bytes or more, except t (4), after scale (12)
+    assert all(len(g.members) == 1 for g in groups)
 
 
 def test_many_leaves_compile_to_a_few_buffers():

@@ -36,7 +36,16 @@ from jax.sharding import PartitionSpec as P
 
 PyTree = Any
 
-__all__ = ["Group", "Layout", "Packed", "Slot", "build_layout", "is_packed", "sharding_is_typed"]
+__all__ = [
+    "MAX_BUFFER_BYTES",
+    "Group",
+    "Layout",
+    "Packed",
+    "Slot",
+    "build_layout",
+    "is_packed",
+    "sharding_is_typed",
+]
 
 
 class Slot(NamedTuple):
@@ -119,11 +128,23 @@ def _placement(x: Any) -> tuple[Any, Any]:
     return ("mesh", mesh_shape, dims), (mesh if isinstance(mesh, Mesh) else None)
 
 
-def build_layout(leaves: Sequence[Any], treedef: Any, tags: Sequence[Hashable] | None = None) -> Layout:
+#: Default largest buffer (bytes per device): XLA's CPU temporaries up to this size are reused
+#: by the allocator; larger ones are mapped afresh (page faults) at every step.
+MAX_BUFFER_BYTES = 16 * 2**20
+
+
+def build_layout(
+    leaves: Sequence[Any],
+    treedef: Any,
+    tags: Sequence[Hashable] | None = None,
+    max_buffer_bytes: int | None = MAX_BUFFER_BYTES,
+) -> Layout:
     """Group ``leaves`` (arrays, tracers or ``ShapeDtypeStruct``) into a :class:`Layout`.
 
-    Leaves with equal dtype, placement and tag share a buffer; groups are
-    ordered by their first leaf, and leaves keep tree order within a group.
+    Leaves with equal dtype, placement and tag share a buffer, up to
+    ``max_buffer_bytes`` per device (``None``: no limit; a larger leaf gets a
+    buffer of its own); groups are ordered by their first leaf, and leaves keep
+    tree order within a group.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -134,14 +155,21 @@ def build_layout(leaves: Sequence[Any], treedef: Any, tags: Sequence[Hashable] |
     """
     tags = [None] * len(leaves) if tags is None else list(tags)
     keys: dict[Hashable, list[int]] = {}
+    open_groups: dict[Hashable, tuple[int, int]] = {}  # key -> (chunk number, bytes so far)
     placements, meshes = [], []
     for i, x in enumerate(leaves):
         key, mesh = _placement(x)
         placements.append(key)
         meshes.append(mesh)
         dtype = jax.dtypes.canonicalize_dtype(x.dtype)
-        group_key = (dtype, i if key[0] == "solo" else key[:2], _lead_axes(key), tags[i])
-        keys.setdefault(group_key, []).append(i)
+        base = (dtype, i if key[0] == "solo" else key[:2], _lead_axes(key), tags[i])
+        rows = int(np.prod([dict(key[1])[a] for a in _lead_axes(key)], dtype=int)) if key[0] == "mesh" else 1
+        nbytes = int(np.size(x)) // rows * np.dtype(dtype).itemsize
+        chunk, used = open_groups.get(base, (0, 0))
+        if max_buffer_bytes is not None and used and used + nbytes > max_buffer_bytes:
+            chunk, used = chunk + 1, 0
+        open_groups[base] = (chunk, used + nbytes)
+        keys.setdefault((base, chunk), []).append(i)
     slots: list[Slot | None] = [None] * len(leaves)
     groups = []
     for g, members in enumerate(keys.values()):

@@ -36,7 +36,14 @@ import jax
 import numpy as np
 
 from jopt.core import GradientTransformation, as_transformation
-from jopt.fused.layout import Layout, Packed, build_layout, is_packed, sharding_is_typed
+from jopt.fused.layout import (
+    MAX_BUFFER_BYTES,
+    Layout,
+    Packed,
+    build_layout,
+    is_packed,
+    sharding_is_typed,
+)
 from jopt.fused.lowering import leaf_tags, lower
 from jopt.fused.recognize import (
     Chain,
@@ -113,7 +120,7 @@ def _placement_unknown(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer) and not sharding_is_typed(x)
 
 
-def fuse(tx: Any) -> FusedTransformation:
+def fuse(tx: Any, *, max_buffer_bytes: int | None | str = "auto") -> FusedTransformation:
     r"""Run ``tx`` on packed buffers: state in a few large arrays, one pass per step.
 
     .. math:: (u, s) = \operatorname{unpack}\big(f(\operatorname{pack}(g), s)\big)
@@ -141,6 +148,10 @@ def fuse(tx: Any) -> FusedTransformation:
 
     Args:
       tx: the optimizer to fuse.
+      max_buffer_bytes: the largest buffer, in bytes per device (``None``: one
+        buffer per dtype, placement and mask value). ``"auto"``: 16 MiB on CPU,
+        where larger temporaries (the packed gradients) are mapped afresh by the
+        allocator at every step, else ``None``.
 
     Returns:
       A :class:`FusedTransformation`: ``init``/``update`` (trees or
@@ -166,6 +177,8 @@ def fuse(tx: Any) -> FusedTransformation:
         return tx
     tx = as_transformation(tx)
     plan = describe(tx)
+    if max_buffer_bytes == "auto":
+        max_buffer_bytes = MAX_BUFFER_BYTES if jax.default_backend() == "cpu" else None
     known: dict[tuple, Layout] = {}
 
     def layout_of(params):
@@ -176,7 +189,7 @@ def fuse(tx: Any) -> FusedTransformation:
         if any(_placement_unknown(x) for x in leaves) and sig in known:
             return known[sig]
         view = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in leaves])
-        layout = build_layout(leaves, treedef, leaf_tags(plan, view))
+        layout = build_layout(leaves, treedef, leaf_tags(plan, view), max_buffer_bytes)
         if not any(_placement_unknown(x) for x in leaves):
             known[sig] = layout
         return layout
