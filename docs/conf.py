@@ -1,4 +1,7 @@
-"""Sphinx configuration of jopt's documentation site (build: ``python -m sphinx -W -b html docs docs/_build/html``)."""
+"""Sphinx configuration of jopt's documentation site.
+
+Build: ``python -m sphinx -W --keep-going -b html docs docs/_build/html``.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +33,14 @@ exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# Type aliases of jopt's annotations, shown by name instead of expanded.
+autodoc_type_aliases = {
+    "Hyperparam": "jopt.hyperparams.Hyperparam",
+    "Schedule": "jopt.hyperparams.Schedule",
+    "PyTree": "PyTree",
+    "MaskOrFn": "MaskOrFn",
+    "DType": "DType",
+}
 autodoc_default_options = {"members": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
@@ -40,6 +51,9 @@ nb_execution_mode = "force"  # every guide and notebook runs at build time
 nb_execution_timeout = 300
 nb_execution_raise_on_error = True
 nb_merge_streams = True
+nb_output_stderr = "remove"  # e.g. tqdm's "IProgress not found" warning in kernels without ipywidgets
+# Markdown outputs (the generated tables of the modern-optimizers guide) are MyST: roles resolve.
+nb_render_markdown_format = "myst"
 
 html_theme = "sphinx_book_theme"
 html_title = "jopt"
