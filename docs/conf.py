@@ -34,7 +34,10 @@ exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 # Type aliases of jopt's annotations, shown by name instead of expanded.
+# (The reference index explains them.)
 autodoc_type_aliases = {
+    "Scalar": "Scalar",
+    "LearningRate": "LearningRate",
     "Hyperparam": "jopt.hyperparams.Hyperparam",
     "Schedule": "jopt.hyperparams.Schedule",
     "PyTree": "PyTree",

@@ -217,6 +217,16 @@ def _index(groups: dict[str, list[str]]) -> str:
         "top-level names (``jopt.adamw``, ``jopt.clip_by_global_norm``), grouped here by family;",
         "the subpackages have a page each. Use the search box for a name.",
         "",
+        "Names of types in the signatures:",
+        "",
+        "* ``Scalar``: a Python number or an array (traced or not);",
+        "* ``Hyperparam``: a ``Scalar`` or a schedule, a function ``step -> value``",
+        "  (:py:data:`jopt.hyperparams.Hyperparam`);",
+        "* ``LearningRate``: a ``Hyperparam`` or a stateful schedule such as",
+        "  :py:func:`jopt.reduce_on_plateau`;",
+        "* ``PyTree``: any pytree of arrays; ``MaskOrFn``: a pytree of booleans or a function",
+        "  ``params -> pytree of booleans``; ``DType``: a dtype or ``None``.",
+        "",
     ]
     order = [*GROUPS.values()]
     for caption in sorted(groups, key=lambda c: (order.index(c) if c in order else len(order), c)):
