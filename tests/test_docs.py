@@ -1,20 +1,19 @@
 """The documentation site: it builds with warnings as errors, its links resolve, every public
 name has a reference entry, every guide and notebook ran, and it renders in headless Chromium.
 
-The site is built once per test session (``python -m sphinx -W --keep-going -b html docs ...``
-into a temporary directory; pytest-xdist workers share the build through a file lock), which
-executes every guide and notebook (about two to three minutes on 2 CPU cores). The browser
-check needs Chromium (``apt-get install chromium``; ``.ci/run`` installs it) and fails without it.
+The site is built once (``python -m sphinx -W --keep-going -b html docs <tmp>``), which executes
+every guide and notebook: about two to three minutes on 2 CPU cores. All checks run in one test,
+so that the build happens on one pytest-xdist worker while the other keeps running the rest of
+the suite; every failing check is reported. The browser check needs Chromium
+(``apt-get install chromium``; ``.ci/run`` installs it) and fails without it.
 """
 
 from __future__ import annotations
 
 import ast
-import fcntl
 import functools
 import html
 import http.server
-import json
 import os
 import posixpath
 import re
@@ -22,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -42,36 +42,27 @@ def _jopt_api():
     return jopt_api
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    """The built site (one build per session, shared by xdist workers); fails with the build log.
+    """The built site; fails with the build's warnings and errors.
 
     ``JOPT_DOCS_SITE=<dir>`` checks a site already built there instead (while editing the docs).
     """
     if os.environ.get("JOPT_DOCS_SITE"):
         return Path(os.environ["JOPT_DOCS_SITE"])
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    out, status = shared / "docs-site", shared / "docs-site.json"
-    with open(shared / "docs-site.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds, the others wait and reuse it
-        if not status.exists():
-            env = dict(os.environ)
-            env.pop("XLA_FLAGS", None)  # the suite's 8 simulated devices are not the kernels' business
-            cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-q"]
-            cmd += ["-d", str(shared / "docs-doctrees"), str(DOCS), str(out)]
-            try:
-                proc = subprocess.run(
-                    cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
-                )
-                result = {"rc": proc.returncode, "log": proc.stdout[-20000:] + proc.stderr[-20000:]}
-            except subprocess.TimeoutExpired as e:
-                result = {"rc": -1, "log": f"timed out after {BUILD_TIMEOUT_S} s\n{e.stderr or ''}"}
-            status.write_text(json.dumps(result))
-    result = json.loads(status.read_text())
-    if result["rc"] != 0:
-        pytest.fail(f"the docs build failed (rc {result['rc']}); its warnings and errors:\n{result['log']}")
-    return out
+    tmp = tmp_path_factory.mktemp("docs")
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # the suite's 8 simulated devices are not the kernels' business
+    cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-q"]
+    cmd += ["-d", str(tmp / "doctrees"), str(DOCS), str(tmp / "html")]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the docs build took more than {BUILD_TIMEOUT_S} s:\n{e.stderr or ''}")
+    if proc.returncode != 0:
+        log = (proc.stdout[-20000:] + proc.stderr[-20000:]).strip()
+        pytest.fail(f"the docs build failed (rc {proc.returncode}); its warnings and errors:\n{log}")
+    return tmp / "html"
 
 
 class _Page(HTMLParser):
@@ -116,13 +107,13 @@ def _inventory(site: Path) -> dict[str, str]:
     }
 
 
-def test_the_site_builds_with_warnings_as_errors(site):
+def check_the_build_wrote_the_site(site):
     assert (site / "index.html").is_file()
     assert (site / "api" / "index.html").is_file()
     assert (site / "search.html").is_file() and (site / "searchindex.js").is_file()
 
 
-def test_guides_and_notebooks_ran_and_execution_errors_fail_the_build(site):
+def check_guides_and_notebooks_ran(site):
     conf = {  # the constant settings of conf.py, read without running it
         node.targets[0].id: ast.literal_eval(node.value)
         for node in ast.parse((DOCS / "conf.py").read_text()).body
@@ -139,14 +130,14 @@ def test_guides_and_notebooks_ran_and_execution_errors_fail_the_build(site):
         source = page.read_text()
         if "{code-cell}" not in source and '"cell_type": "code"' not in source:
             continue
-        html = (site / page.relative_to(DOCS).with_suffix(".html")).read_text()
-        assert "cell_output" in html, f"{page.name}: its code cells produced no output"
-        assert "Traceback (most recent call last)" not in html, f"{page.name} shows a traceback"
+        built = (site / page.relative_to(DOCS).with_suffix(".html")).read_text()
+        assert "cell_output" in built, f"{page.name}: its code cells produced no output"
+        assert "Traceback (most recent call last)" not in built, f"{page.name} shows a traceback"
         executed.append(page.name)
     assert "sweep_on_accelerators.ipynb" in executed and len(executed) >= 9, executed
 
 
-def test_internal_links_and_anchors_resolve(site):
+def check_internal_links_and_anchors_resolve(site):
     broken = []
     for page in sorted(site.rglob("*.html")):
         if page.relative_to(site).parts[0] in ("_static", "_sources"):  # theme templates, not pages
@@ -169,7 +160,7 @@ def test_internal_links_and_anchors_resolve(site):
     assert not broken, "broken internal links:\n" + "\n".join(broken[:50])
 
 
-def test_every_public_name_has_a_reference_entry(site):
+def check_every_public_name_has_a_reference_entry(site):
     inventory = _inventory(site)
     names = _jopt_api().public_names()
     assert set(names) >= {
@@ -201,7 +192,7 @@ def test_every_public_name_has_a_reference_entry(site):
     assert not unlinked, f"jopt.contrib names not linked to an entry: {unlinked}"
 
 
-def test_reference_entries_render_the_docstrings(site):
+def check_reference_entries_render_the_docstrings(site):
     inventory = _inventory(site)
     page = (site / inventory["jopt.adamw"].partition("#")[0]).read_text()
     start = page.index('id="jopt.adamw"')
@@ -221,16 +212,19 @@ def _chromium() -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def server(site):
+@contextmanager
+def _serve(site: Path):
+    """The site over HTTP on localhost (the search page needs its scripts, so no file:// URLs)."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     handler.log_message = lambda *args: None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def _browse(url: str, tmp_path: Path, *, screenshot: Path | None = None) -> str:
@@ -256,31 +250,50 @@ def _browse(url: str, tmp_path: Path, *, screenshot: Path | None = None) -> str:
     return proc.stdout
 
 
-@pytest.mark.parametrize(
-    "page, expected",
-    [
-        ("index.html", ["Getting started", "Coming from optax", "API reference"]),
-        ("API", ['id="jopt.adamw"', "adamw"]),
-        ("search.html?q=adamw", ["jopt.adamw"]),
-    ],
-    ids=["front-page", "api-page", "search"],
-)
-def test_the_site_renders_in_headless_chromium(site, server, tmp_path, page, expected):
-    if page == "API":
-        page = _inventory(site)["jopt.adamw"].partition("#")[0]
-    url = f"{server}/{page}"
-    dom = _browse(url, tmp_path)
-    title = re.search(r"<title>(.*?)</title>", dom, re.S)
-    assert title and "jopt" in title.group(1), f"{url}: page title {title and title.group(1)!r}"
-    for text in expected:
-        assert text in dom, f"{url}: {text!r} not in the rendered page"
-    if page.startswith("search.html"):
-        # The results list is written by the search script: a link to the entry must be in it.
-        results = dom[dom.index('id="search-results"') :] if 'id="search-results"' in dom else ""
-        assert re.search(r'href="[^"]*#jopt\.adamw"', results), f"{url}: no search result for jopt.adamw"
-    png = tmp_path / "page.png"
-    _browse(url, tmp_path, screenshot=png)
-    data = png.read_bytes()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, (
-        f"{url}: screenshot of {len(data)} bytes"
-    )
+def check_the_site_renders_in_headless_chromium(site, tmp_path):
+    """Front page, an API page and the search page: title, a known entry in the DOM, a screenshot."""
+    api_page = _inventory(site)["jopt.adamw"].partition("#")[0]
+    pages = {
+        "index.html": ["Getting started", "Coming from optax", "API reference"],
+        api_page: ['id="jopt.adamw"', "adamw"],
+        "search.html?q=adamw": ["jopt.adamw"],
+    }
+    with _serve(site) as server:
+        for i, (page, expected) in enumerate(pages.items()):
+            url = f"{server}/{page}"
+            dom = _browse(url, tmp_path)
+            title = re.search(r"<title>(.*?)</title>", dom, re.S)
+            assert title and "jopt" in title.group(1), f"{url}: page title {title and title.group(1)!r}"
+            for text in expected:
+                assert text in dom, f"{url}: {text!r} not in the rendered page"
+            if page.startswith("search.html"):
+                # The results list is written by the search script: it must link to the entry.
+                results = dom[dom.find('id="search-results"') :]
+                assert re.search(r'href="[^"]*#jopt\.adamw"', results), (
+                    f"{url}: no search result for jopt.adamw"
+                )
+            png = tmp_path / f"page-{i}.png"
+            _browse(url, tmp_path, screenshot=png)
+            data = png.read_bytes()
+            assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, (
+                f"{url}: screenshot of {len(data)} bytes"
+            )
+
+
+def test_documentation_site(site, tmp_path):
+    """Every check on the one build (in one test, so on one xdist worker); all failures reported."""
+    checks = [
+        check_the_build_wrote_the_site,
+        check_guides_and_notebooks_ran,
+        check_internal_links_and_anchors_resolve,
+        check_every_public_name_has_a_reference_entry,
+        check_reference_entries_render_the_docstrings,
+        functools.partial(check_the_site_renders_in_headless_chromium, tmp_path=tmp_path),
+    ]
+    failures = []
+    for check in checks:
+        try:
+            check(site)
+        except (AssertionError, pytest.fail.Exception) as error:
+            failures.append(f"{getattr(check, 'func', check).__name__}: {error}")
+    assert not failures, "\n\n".join(failures)
