@@ -84,3 +84,22 @@ def test_killed_process_resumes(task, reference, tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     resumed = sweep.run(task, SPACE, N, checkpoint_dir=str(tmp_path), **KW)
     assert_same(resumed, reference)
+
+
+def test_resume_on_another_device_count_repacks_the_chunk(task, tmp_path):
+    """A chunk of 5 slots saved on 1 device cannot be sharded over 2: its members are repacked
+    into a chunk of 6 slots; the results agree to float32 rounding."""
+    kw = dict(steps=6, eval_every=2, seed=0, progress=False)
+    ref = sweep.run(task, SPACE, 5, devices=1, **kw)
+
+    def hook(event):
+        if event == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        sweep.run(task, SPACE, 5, devices=1, checkpoint_dir=str(tmp_path), _on_segment=hook, **kw)
+    resumed = sweep.run(task, SPACE, 5, devices=2, checkpoint_dir=str(tmp_path), **kw)
+    assert resumed.stats["chunk_sizes"] == {"-": [6]} and resumed.stats["devices"] == 2
+    for a, b in zip(resumed.trials, ref.trials, strict=True):
+        assert (a.trial, a.status, a.steps_trained) == (b.trial, b.status, b.steps_trained)
+        np.testing.assert_allclose(a.history["objective"], b.history["objective"], rtol=1e-5, atol=1e-6)

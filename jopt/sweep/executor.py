@@ -118,9 +118,9 @@ class Executor:
                 self._save(False)
                 if "segment" in self.hooks:
                     self.hooks["segment"](self.counters["boundary"])
-                t = time.perf_counter()
-                self._segment()
-                self._last_seconds = time.perf_counter() - t
+                t, compiling = time.perf_counter(), self._compile_seconds()
+                self._segment()  # the next one's duration, for the timeout: without compile time
+                self._last_seconds = time.perf_counter() - t - (self._compile_seconds() - compiling)
                 self.counters["boundary"] += 1
             if not done:
                 self._wrap_up()
@@ -149,6 +149,9 @@ class Executor:
                 return True
             if not self._next_chunk():
                 return False
+
+    def _compile_seconds(self) -> float:
+        return sum(p.compile_seconds for p in self.plan._programs.values())
 
     def _running(self, ch: Chunk) -> list[int]:
         return [t for t in ch.trials() if self.history[t].status == "running"]
@@ -431,6 +434,8 @@ class Executor:
                 self.chunk = None
         self.parked.pop(trial, None)
         self.kept.pop(trial, None)
+        if self.best_kept == trial:
+            self.best_kept = None
         for q in self.queues.values():
             if trial in q:
                 q.remove(trial)
