@@ -328,11 +328,6 @@ def optuna_search(
         pruners).
       reset_running: first fail every RUNNING trial of the study and queue its configuration
         again (after a crash, when no other worker is running).
-
-    With ``checkpoint_dir`` (and a persistent ``storage``), an interrupted call leaves its
-    trials RUNNING and a rerun continues them from the checkpoint (those another worker has
-    failed meanwhile are dropped); without it, they are failed (and, on ``KeyboardInterrupt``,
-    queued again).
       **options: the shared options of :func:`jopt.sweep.options.make_options` (``eval_every``,
         ``seed`` -- every trial's keys come from it and its trial number, the same for all
         workers --, ``mode``, ``folds``, ``patience``, ``memory_budget``, ``checkpoint_dir``, ...).
@@ -342,6 +337,11 @@ def optuna_search(
       Optuna trial number); for the whole study use the study. ``stats`` adds ``rounds`` (asks
       that got trials), ``evaluated``, ``cancelled``, ``requeued``, ``study_name``,
       ``study_trials`` (counted trials at the end) and ``sampler``.
+
+    With ``checkpoint_dir`` (and a persistent ``storage``), an interrupted call leaves its
+    trials RUNNING and a rerun continues them from the checkpoint (those another worker has
+    failed meanwhile are dropped); without it, they are failed (and, on ``KeyboardInterrupt``,
+    queued again).
 
     Raises:
       ValueError: bad arguments (before any compile or study change).
