@@ -95,7 +95,7 @@ def mlp3d() -> Problem:
     return Problem("mlp3d", params, loss)
 
 
-PROBLEMS = {"quadratic": quadratic, "rosenbrock": rosenbrock, "mlp": mlp, "mlp3d": mlp3d}
+PROBLEMS = {"quadratic": quadratic, "rosenbrock": rosenbrock, "mlp": mlp}  # mlp3d(): imported by name
 
 
 def trajectory(tx, problem: Problem, steps: int = 100, *, pass_value: bool = False, apply=None):
