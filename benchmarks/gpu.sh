@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/mac
 python3 -c "import jax; print(jax.__version__, jax.devices())" >> "$OUT/machine.txt" 2>&1
 run step_overhead 90 python3 benchmarks/step_overhead.py --params 2e7 --leaves 10 100 500 1000 2000 --repeats 100
 run fused_transformer 45 python3 benchmarks/fused_transformer.py --layers 37 --dim 256 --batch 16 --seq 128
-run sweep_256 90 python3 benchmarks/sweep_vs_sequential.py --trials 256 --steps 300 --methods sweep scan --devices 1 --memory-budget 16GB
-run sweep_1024 120 python3 benchmarks/sweep_vs_sequential.py --trials 1024 --steps 300 --methods sweep scan --devices 1 --memory-budget 64GB
+run sweep_256 90 python3 benchmarks/sweep_vs_sequential.py --trials 256 --steps 300 --methods sweep scan vmap --devices 1 --memory-budget 16GB
+run sweep_1024 120 python3 benchmarks/sweep_vs_sequential.py --trials 1024 --steps 300 --methods sweep scan vmap --devices 1 --memory-budget 64GB
 run scaling 45 python3 benchmarks/scaling.py --devices 1 --width 4096 --depth 8 --batch 1024 --steps 20
 run optimizer_race 90 python3 benchmarks/optimizer_race.py --steps 600 --lrs 3 --timing-rounds 3 --plot "$OUT/race.png"
