@@ -25,7 +25,9 @@ from jopt.transforms.sam import normalize as normalize
 from jopt.transforms.sam import sam as sam
 from jopt.transforms.second_order import HutchinsonState as HutchinsonState
 from jopt.transforms.second_order import SophiaState as SophiaState
-from jopt.transforms.second_order import hutchinson_estimator_diag_hessian as hutchinson_estimator_diag_hessian  # noqa: E501
+from jopt.transforms.second_order import (
+    hutchinson_estimator_diag_hessian as hutchinson_estimator_diag_hessian,
+)  # noqa: E501
 from jopt.optimizers.second_order import sophia as sophia
 from jopt.transforms.dual_averaging import MadgradState as MadgradState
 from jopt.transforms.dual_averaging import scale_by_madgrad as scale_by_madgrad

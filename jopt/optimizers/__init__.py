@@ -25,5 +25,6 @@ from jopt.optimizers.muon import *  # noqa: F401,F403
 # like a function (e.g. a module ``sophia``) would shadow that function in ``jopt``.
 import types as _types  # noqa: E402
 
-__all__ = sorted(n for n, v in list(globals().items()) if n[0] != "_"
-                 and not isinstance(v, _types.ModuleType))
+__all__ = sorted(
+    n for n, v in list(globals().items()) if n[0] != "_" and not isinstance(v, _types.ModuleType)
+)
