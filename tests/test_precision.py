@@ -344,12 +344,16 @@ def test_hyperparams_stay_float32_with_low_precision_params(name, dtype):
     grads = jax.tree.map(lambda p: (jnp.ones_like(p) * 60000.0).astype(dtype), params)  # fp16-representable
     state = opt.init(params)
     updates, state = jax.jit(opt.update)(grads, state, params)
+    if name == "adopt":  # ADOPT's first step only sets the second moment (a zero update)
+        updates, state = jax.jit(opt.update)(grads, state, params)
     assert state.loss_scale.dtype == jnp.float32 and float(state.loss_scale) == 2.0**17  # > fp16 max
     assert bool(state.last_finite)  # 60000 / 2**17 computed in float32, not inf/0 in fp16
     checked = 0
     for key, value in jopt.current_hyperparams(state).items():
         assert value.dtype in (jnp.float32, jnp.int32, jnp.bool_), (key, value.dtype)
-        if key.split("/")[-1] in decays:
+        # schedule-free AdamW logs its b2 as its second moment's "decay"
+        logged = {"decay": "b2"} if name == "schedule_free_adamw" else {}
+        if logged.get(key.split("/")[-1], key.split("/")[-1]) in decays:
             assert float(value) == np.float32(0.999), key
             checked += 1
     assert checked >= len(decays), (decays, jopt.current_hyperparams(state))
