@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from jopt.sweep import programs as P
+from jopt.sweep.transfer import to_device, to_host
 
 __all__ = ["Chunk", "Member", "host_rows"]
 
@@ -159,7 +160,7 @@ class Chunk:
     def segment(self) -> P.SegmentOutput:
         """Run one segment (after :meth:`flush`); the outputs as host arrays."""
         self.carry, out = self.programs.segment(self.hp_device(), self.carry)
-        out = jax.device_get(out)
+        out = to_host(out)
         self.status = np.asarray(out.status, np.int32)
         self._host = None
         return out
@@ -167,7 +168,7 @@ class Chunk:
     def host(self) -> P.Carry:
         """The carry in host memory (one transfer per segment or update, then cached)."""
         if self._host is None:
-            self._host = jax.device_get(self.carry)
+            self._host = to_host(self.carry)
         return self._host
 
     def rows(self, trial: int) -> list[P.Carry]:
@@ -243,7 +244,7 @@ class Chunk:
             filler = next(r for r in rows if r is not None)
             rows = [filler if r is None else r for r in rows]
             carry = _stack(rows)._replace(status=status)
-            chunk.carry = jax.device_put(carry, progs.sharding)
+            chunk.carry = to_device(carry, progs.carry_abstract, progs.sharding)
         chunk.status = status.copy()
         for _, _, origin, positions in layout:
             if origin[0] == "fresh":
@@ -261,6 +262,6 @@ class Chunk:
         chunk = cls(group, progs, [None if m is None else (int(m[0]), int(m[1])) for m in slots], hp)
         treedef = jax.tree.structure(progs.carry_abstract)
         carry = jax.tree.unflatten(treedef, host_carry)
-        chunk.carry = jax.device_put(carry, progs.sharding)
+        chunk.carry = to_device(carry, progs.carry_abstract, progs.sharding)
         chunk.status = np.asarray(status, np.int32)
         return chunk

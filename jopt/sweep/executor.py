@@ -47,6 +47,7 @@ from jopt.sweep.samplers import Proposal, Sampler
 from jopt.sweep.scheduler import COMPLETE, PAUSE, PRUNE, Exploit, TrialScheduler
 from jopt.sweep.space import Choice, LogUniform, Space
 from jopt.sweep.task import Task
+from jopt.sweep.transfer import check_host, restore_keys
 
 __all__ = ["Executor", "describe_space"]
 
@@ -395,7 +396,11 @@ class Executor:
     def _result(self) -> SweepResult:
         h, k = self.history, self.k
         trials = h.results(self.options.patience)
-        states = {t: (v if k > 1 else v[0]) for t, v in self.kept.items()}
+        states = {}
+        for t, rows in self.kept.items():
+            abstract = self.plan.abstract_carry(h[t].group).state
+            rows = [restore_keys(r, abstract) for r in rows]
+            states[t] = rows if k > 1 else rows[0]
         c = self.counters
         stats = dict(self.plan.stats(), wall_seconds=time.perf_counter() - self._t0)
         stats.update(
@@ -407,22 +412,22 @@ class Executor:
         return SweepResult(trials, self.options.mode, stats, logs, states, self.task.params)
 
     # ================================================================== checkpoints
-    def _fingerprint(self) -> str:
+    def _fingerprint(self) -> dict[str, str]:
         o = self.options
         parts = {n: getattr(o, n) for n in ("steps", "eval_every", "mode", "seed", "patience", "min_delta",
                                              "folds", "check_params")}  # fmt: skip
-        return fingerprint(options=parts, space=describe_space(self.space), method=self.method)
+        return fingerprint(options=parts, space=describe_space(self.space), method=self.method,
+                           task=self.plan.task_identity())  # fmt: skip
 
     def _open_checkpoint(self) -> bool:
-        """Open ``checkpoint_dir`` and restore the latest checkpoint; True if the search had ended."""
+        """Open ``checkpoint_dir`` and restore the newest usable checkpoint; True if the search had
+        ended."""
         if self.options.checkpoint_dir is None:
             return False
         self._ck = Checkpointer(self.options.checkpoint_dir, self._fingerprint())
-        restored = self._ck.restore()
-        if restored is None:
+        meta = self._ck.restore(self._load)
+        if meta is None:
             return False
-        meta, arrays = restored
-        self._load(meta, arrays)
         for t in self.sampler.abandoned(self.history):
             self._forget(t)
         return bool(meta["done"])
@@ -465,6 +470,8 @@ class Executor:
         self._ck.save_next(meta, arrays)
 
     def _load(self, meta: dict, arrays: dict) -> None:
+        """Take over a checkpoint's records (raises on inconsistent ones; see Checkpointer.restore)."""
+        self.kept, self.parked, self.chunk = {}, {}, None
         self.history = History.from_json(self.space, meta["history"], self.options.mode)
         for t in self.history:
             self.plan.admit(self.history[t].config)
@@ -475,17 +482,27 @@ class Executor:
         self.next_id, self.best_kept = int(meta["next_id"]), meta["best_kept"]
         self.queues = {tuple(g): list(q) for g, q in meta["queues"]}
         self.sticky = {tuple(g): int(n) for g, n in meta["sticky"]}
+        known = set(self.history)
+        listed = [t for q in self.queues.values() for t in q] + list(meta["kept"]) + list(meta["parked"])
+        if not set(listed) <= known:
+            raise ValueError(f"queued, kept or parked trials {sorted(set(listed) - known)} have no record")
         for name, target in (("kept", self.kept), ("parked", self.parked)):
             for t in meta[name]:
                 abstract = self.plan.abstract_carry(self.history[t].group)
-                treedef = jax.tree.structure(self.k * [abstract if name == "parked" else abstract.state])
-                target[int(t)] = unflatten_leaves(treedef, arrays[name][f"t{t}"])
+                abstract = self.k * [abstract if name == "parked" else abstract.state]
+                target[int(t)] = unflatten_leaves(jax.tree.structure(abstract), arrays[name][f"t{t}"])
+                check_host(target[int(t)], abstract, f"{name} state of trial {t}")
         c = meta["chunk"]
         if c is not None:
-            group = tuple(c["group"])
+            group, size = tuple(c["group"]), int(c["size"])
             leaves = [np.asarray(arrays["carry"][k]) for k in sorted(arrays["carry"])]
             slots = [None if m is None else (int(m[0]), int(m[1])) for m in c["slots"]]
-            self.chunk = self._restore_chunk(group, int(c["size"]), slots, np.asarray(c["status"]), leaves)
+            status = np.asarray(c["status"])
+            if len(slots) != size or status.shape != (size,) or not {m[0] for m in slots if m} <= known:
+                raise ValueError(
+                    f"the chunk's {size} slots, {len(slots)} members and {status.shape} statuses disagree"
+                )
+            self.chunk = self._restore_chunk(group, size, slots, status, leaves)
 
     def _carry_treedef(self, group: tuple):
         return jax.tree.structure(self.plan.abstract_carry(group))
@@ -502,6 +519,10 @@ class Executor:
             if m is not None and "fold" in hp:
                 hp["fold"][p] = m[1]
         host = jax.tree.unflatten(self._carry_treedef(group), leaves)
+        batched = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype), self.plan.abstract_carry(group)
+        )
+        check_host(host, batched, "the chunk's loop state")
         if size % self.plan.num_devices == 0:
             return Chunk.restore(self.plan, group, size, slots, status, jax.tree.leaves(host), hp)
         # another device count: repack the occupied slots into a chunk of a valid size

@@ -48,6 +48,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jopt.sweep.task import BoundTask, abstract_hyperparams
+from jopt.sweep.transfer import is_key
 
 __all__ = [
     "DIVERGED",
@@ -128,10 +129,6 @@ class ProgramOptions:
 # ----------------------------------------------------------------------------- tree helpers
 
 
-def _is_key(x: Any) -> bool:
-    return jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
-
-
 def tree_where(cond: jax.Array, new: Any, old: Any) -> Any:
     """Leafwise ``jnp.where(cond, new, old)``; ``cond`` is a scalar or has one value per leading
     index (broadcast over the other axes); typed PRNG keys supported.
@@ -142,11 +139,11 @@ def tree_where(cond: jax.Array, new: Any, old: Any) -> Any:
     """
 
     def pick(a, b):
-        data_a = jax.random.key_data(a) if _is_key(a) else a
-        data_b = jax.random.key_data(b) if _is_key(b) else b
+        data_a = jax.random.key_data(a) if is_key(a) else a
+        data_b = jax.random.key_data(b) if is_key(b) else b
         c = jnp.reshape(cond, cond.shape + (1,) * (data_a.ndim - cond.ndim))
         out = jnp.where(c, data_a, data_b)
-        return jax.random.wrap_key_data(out, impl=jax.random.key_impl(a)) if _is_key(a) else out
+        return jax.random.wrap_key_data(out, impl=jax.random.key_impl(a)) if is_key(a) else out
 
     return jax.tree.map(pick, new, old)
 
@@ -163,7 +160,7 @@ def tree_all_finite(tree: Any) -> jax.Array:
     sums = [
         jnp.sum(x, dtype=jnp.float32)
         for x in jax.tree.leaves(tree)
-        if not _is_key(x) and jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+        if not is_key(x) and jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
     ]
     return jnp.isfinite(sum(sums)) if sums else jnp.bool_(True)
 
@@ -172,9 +169,9 @@ def tree_bytes(tree: Any) -> int:
     """Total bytes of the array leaves (concrete or abstract) of ``tree``."""
     total = 0
     for x in jax.tree.leaves(tree):
-        dtype = jax.random.key_data(x).dtype if _is_key(x) else x.dtype
-        size = math.prod(x.shape) * (2 if _is_key(x) else 1)
-        total += size * np.dtype(dtype).itemsize
+        if is_key(x):  # its key data: uint32, one more axis
+            x = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype))
+        total += math.prod(x.shape) * np.dtype(x.dtype).itemsize
     return int(total)
 
 
