@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -103,3 +107,120 @@ def test_resume_on_another_device_count_repacks_the_chunk(task, tmp_path):
     for a, b in zip(resumed.trials, ref.trials, strict=True):
         assert (a.trial, a.status, a.steps_trained) == (b.trial, b.status, b.steps_trained)
         np.testing.assert_allclose(a.history["objective"], b.history["objective"], rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the task's identity
+
+
+def _task_on(data):
+    """make_task's softmax regression with its data and objective swapped for ``data``'s."""
+    base = make_task()
+
+    def evaluate(hp, state):
+        params = state[0]
+        return jnp.mean((data @ params["w"]) ** 2)
+
+    return base._replace(evaluate=evaluate)
+
+
+def test_checkpoint_of_a_changed_task_or_data_is_refused(task, tmp_path):
+    kw = dict(steps=2, eval_every=2, progress=False, checkpoint_dir=str(tmp_path))
+    data = np.ones((4, 8), np.float32)
+    sweep.run(_task_on(data), SPACE, 2, **kw)
+    # the same task rebuilt: reloads the finished sweep without running a segment
+    sweep.run(_task_on(data.copy()), SPACE, 2, _on_segment=lambda e: 1 / 0, **kw)
+    with pytest.raises(ValueError, match=r"different sweep: its task differs"):
+        sweep.run(task, SPACE, 2, **kw)  # another objective function
+    with pytest.raises(ValueError, match=r"different sweep: its task differs"):
+        sweep.run(_task_on(2 * data), SPACE, 2, **kw)  # the same function on other data
+
+
+# ----------------------------------------------------------------------------- corrupted checkpoints
+
+
+def _truncate(path):
+    text = path.read_bytes()
+    path.write_bytes(text[: len(text) // 2])
+
+
+def _drop_one_array_file(step_dir):
+    files = sorted(p for p in (step_dir / "arrays").rglob("*") if p.is_file() and p.parent.name == "d")
+    files[0].unlink()
+
+
+def _inconsistent(step_dir):
+    meta_file = step_dir / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    meta["kept"] = meta["kept"] + [999]  # a kept state of a trial with no record
+    meta_file.write_text(json.dumps(meta))
+
+
+def _wrong_shape(step_dir):
+    meta_file = step_dir / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    meta["chunk"]["size"] = meta["chunk"]["size"] + 2
+    meta_file.write_text(json.dumps(meta))
+
+
+CORRUPTIONS = {
+    "empty metadata": (lambda d: (d / "meta" / "metadata").write_text(""), "meta/metadata"),
+    "truncated metadata": (lambda d: _truncate(d / "meta" / "metadata"), "meta/metadata"),
+    "inconsistent records": (_inconsistent, ""),
+    "chunk of another size": (_wrong_shape, ""),
+    "missing arrays": (lambda d: shutil.rmtree(d / "arrays"), "arrays"),
+    "missing array file": (_drop_one_array_file, "arrays"),
+}
+
+
+@pytest.fixture(scope="module")
+def small_reference(task):
+    return sweep.run(task, SPACE, 4, **SMALL)
+
+
+SMALL = dict(steps=6, eval_every=2, seed=0, devices=2, max_parallel=4, progress=False, patience=2)
+
+
+def _interrupted(task, directory, at=2):
+    def hook(event):
+        if event == at:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        sweep.run(task, SPACE, 4, checkpoint_dir=str(directory), _on_segment=hook, **SMALL)
+    return max((p for p in directory.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(task, small_reference, tmp_path, kind):
+    corrupt, culprit = CORRUPTIONS[kind]
+    newest = _interrupted(task, tmp_path)
+    corrupt(newest)
+    with pytest.warns(RuntimeWarning, match=re.escape(str(newest / culprit))) as caught:
+        resumed = sweep.run(task, SPACE, 4, checkpoint_dir=str(tmp_path), **SMALL)
+    assert any("unusable sweep checkpoint" in str(w.message) for w in caught)
+    assert_same(resumed, small_reference)
+
+
+def test_no_usable_checkpoint_is_a_clear_error_and_closes_the_directory(task, tmp_path):
+    _interrupted(task, tmp_path)
+    for step in (p for p in tmp_path.iterdir() if p.name.isdigit()):
+        (step / "meta" / "metadata").write_text("{")
+    script = textwrap.dedent(
+        f"""
+        import os, sys, warnings
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+        sys.path.insert(0, {os.getcwd()!r})
+        warnings.simplefilter("ignore")
+        from jopt import sweep
+        from tests.sweep_helpers import SPACE, make_task
+        try:
+            sweep.run(make_task(), SPACE, 4, checkpoint_dir={str(tmp_path)!r}, **{SMALL!r})
+        except ValueError as err:
+            print("ValueError:", err)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"ValueError: no usable checkpoint in {tmp_path}" in proc.stdout
+    assert "delete the directory" in proc.stdout
+    assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr

@@ -11,19 +11,25 @@ from the previous complete checkpoint.
 Example:
   >>> import tempfile, numpy as np
   >>> from jopt.sweep.checkpoint import Checkpointer
+  >>> got = {}
   >>> with tempfile.TemporaryDirectory() as d:
-  ...     ck = Checkpointer(d, "abc")
+  ...     ck = Checkpointer(d, fingerprint(options={"steps": 4}))
   ...     ck.save(1, {"x": 1}, {"a": np.arange(3)})
-  ...     meta, arrays = ck.restore()
+  ...     meta = ck.restore(lambda meta, arrays: got.update(arrays))
   ...     ck.close()
-  >>> meta["x"], arrays["a"].tolist()
+  >>> meta["x"], got["a"].tolist()
   (1, [0, 1, 2])
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +39,18 @@ import numpy as np
 __all__ = ["Checkpointer", "fingerprint", "flatten_leaves", "unflatten_leaves"]
 
 
-def fingerprint(**parts: Any) -> str:
-    """A stable hash of the sweep's defining arguments (configurations, steps, seed, ...)."""
-    text = json.dumps(parts, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def fingerprint(**parts: Any) -> dict[str, str]:
+    """A stable hash of each part of what defines a sweep (options, space, method, task identity).
+
+    Example:
+      >>> fp = fingerprint(options={"steps": 4}, task="ab12")
+      >>> sorted(fp), len(fp["options"])
+      (['options', 'task'], 16)
+    """
+    return {
+        name: hashlib.sha256(json.dumps(value, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+        for name, value in parts.items()
+    }
 
 
 def flatten_leaves(tree: Any) -> dict[str, np.ndarray]:
@@ -54,19 +68,18 @@ def unflatten_leaves(treedef: Any, flat: dict[str, Any]) -> Any:
 class Checkpointer:
     """Save and restore sweep checkpoints in ``directory`` (orbax ``CheckpointManager``).
 
-    Raises:
-      ValueError: on restore, if the directory holds a checkpoint of a different sweep.
+    ``fingerprint``: the parts of :func:`fingerprint`; a checkpoint whose parts differ is refused.
     """
 
-    def __init__(self, directory: str | Path, fingerprint: str, *, max_to_keep: int = 2):
+    def __init__(self, directory: str | Path, fingerprint: Mapping[str, str], *, max_to_keep: int = 2):
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
         self.directory = Path(directory).absolute()
-        self.fingerprint = fingerprint
+        self.fingerprint = dict(fingerprint)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
-        self.step = self._manager.latest_step() or 0
+        self.step = max(self._manager.all_steps(), default=0)
 
     def save_next(self, meta: dict[str, Any], arrays: dict[str, Any]) -> None:
         """Save as the step after the latest one (checkpoint steps only increase)."""
@@ -74,7 +87,8 @@ class Checkpointer:
         self.save(self.step, meta, arrays)
 
     def save(self, step: int, meta: dict[str, Any], arrays: dict[str, Any]) -> None:
-        """Write checkpoint ``step`` (synchronously; replaces an existing one with that step)."""
+        """Write checkpoint ``step`` (synchronously; replaces an existing one with that step).
+        Every process calls it with the same values; orbax writes them once."""
         ocp = self._ocp
         meta = dict(meta, fingerprint=self.fingerprint)
         arrays = dict(arrays) or {}
@@ -89,25 +103,101 @@ class Checkpointer:
         self._manager.wait_until_finished()
         self.step = max(self.step, step)
 
-    def restore(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """``(meta, arrays)`` of the latest complete checkpoint, or ``None`` if there is none."""
-        ocp = self._ocp
-        step = self._manager.latest_step()
-        if step is None:
-            return None
-        out = self._manager.restore(
-            step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
-        )
-        meta = dict(out["meta"])
-        if meta.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                f"checkpoint directory {self.directory} holds a different sweep "
-                f"(fingerprint {meta.get('fingerprint')} != {self.fingerprint}); use another directory"
-            )
-        arrays = jax.tree.map(np.asarray, dict(out["arrays"]))
+    def _read(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        ocp, where = self._ocp, self.directory / str(step)
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            if not isinstance(meta, Mapping) or "fingerprint" not in meta:
+                raise ValueError(f"no fingerprint in {meta!r:.80}")
+        except Exception as err:  # noqa: BLE001 - any unreadable metadata is a corrupted checkpoint
+            raise _Unusable(where / "meta" / "metadata", err) from err
+        self._check_fingerprint(dict(meta))
+        try:
+            with _quiet_closed_loop():
+                out = self._manager.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore()))
+            arrays = jax.tree.map(np.asarray, dict(out["arrays"]))
+        except Exception as err:  # noqa: BLE001
+            raise _Unusable(where / "arrays", err) from err
         arrays.pop("_", None)
-        return meta, arrays
+        return dict(meta), arrays
+
+    def _check_fingerprint(self, meta: dict[str, Any]) -> None:
+        old = meta["fingerprint"]
+        old = old if isinstance(old, Mapping) else {"sweep": old}
+        if dict(old) != self.fingerprint:
+            parts = sorted(
+                n for n in set(old) | set(self.fingerprint) if old.get(n) != self.fingerprint.get(n)
+            )
+            raise ValueError(
+                f"checkpoint directory {self.directory} holds a different sweep: its "
+                f"{', '.join(parts)} differ{'s' if len(parts) == 1 else ''} from this call's "
+                f"({_PARTS_HELP}); use another checkpoint_dir, or delete this one to start over"
+            )
+
+    def restore(self, load: Callable[[dict[str, Any], dict[str, Any]], None]) -> dict[str, Any] | None:
+        """Load the newest usable checkpoint with ``load(meta, arrays)`` and return its metadata;
+        ``None`` if there is none. A checkpoint that cannot be read, or that ``load`` rejects, is
+        skipped with a warning naming its file, and the one before it is tried.
+
+        Raises:
+          ValueError: the directory holds a different sweep, or no checkpoint in it is usable.
+        """
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        bad: list[str] = []
+        for step in steps:
+            try:
+                meta, arrays = self._read(step)
+                try:
+                    load(meta, arrays)
+                except Exception as err:  # noqa: BLE001 - inconsistent records
+                    raise _Unusable(self.directory / str(step), err) from err
+            except _Unusable as err:
+                bad.append(str(err))
+                warnings.warn(f"skipping an unusable sweep checkpoint: {err}", RuntimeWarning, stacklevel=3)
+                continue
+            return meta
+        if bad:
+            raise ValueError(
+                f"no usable checkpoint in {self.directory} ({'; '.join(bad)}); delete the directory to "
+                "start the sweep over, or use another checkpoint_dir"
+            )
+        return None
 
     def close(self) -> None:
         """Release the manager's resources."""
         self._manager.close()
+
+
+_PARTS_HELP = (
+    "options: steps, eval_every, mode, seed, patience, folds...; space: the search space; "
+    "method: the search method and its arguments; task: the init/step/evaluate programs and the "
+    "data they close over"
+)
+
+
+@contextlib.contextmanager
+def _quiet_closed_loop():
+    """Silence the "Event loop is closed" errors that orbax's reader threads report (as
+    unraisable exceptions) when a read of a damaged checkpoint fails; re-raise nothing else."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        err = unraisable.exc_value
+        if not (isinstance(err, RuntimeError) and "Event loop is closed" in str(err)):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    except BaseException:
+        time.sleep(0.05)  # let the failed read's other threads finish inside the filter
+        raise
+    finally:
+        sys.unraisablehook = previous
+
+
+class _Unusable(Exception):
+    """A checkpoint that cannot be used: ``path`` names the file or directory at fault."""
+
+    def __init__(self, path: Path, err: BaseException):
+        super().__init__(f"{path}: {type(err).__name__}: {str(err)[:300]}")

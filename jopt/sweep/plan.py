@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,8 +39,19 @@ from jopt.sweep import programs as P
 from jopt.sweep.options import Options
 from jopt.sweep.space import Space
 from jopt.sweep.task import BoundTask, Task, abstract_hyperparams, bind_group, check_task
+from jopt.sweep.transfer import is_key
 
 __all__ = ["Plan", "group_label"]
+
+
+def _hash_array(digest: Any, x: Any) -> None:
+    """Feed an array's dtype, shape and values into ``digest`` (only dtype and shape for an array
+    spread over several processes)."""
+    if is_key(x):
+        x = jax.random.key_data(x)
+    digest.update(f"{np.dtype(x.dtype).str}{tuple(np.shape(x))}".encode())
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        digest.update(np.ascontiguousarray(np.asarray(x)).tobytes())
 
 
 def group_label(group: tuple) -> str:
@@ -144,6 +156,28 @@ class Plan:
         return P.Carry(
             state, best, s((2,), np.dtype(np.uint32)), s((), i32), s((), f32), s((), i32), s((), i32)
         )
+
+    def task_identity(self) -> str:
+        """A hash of what the task computes: the jaxprs of ``init``, ``step`` and ``evaluate`` of
+        the known static groups (else of the space's first static values) and the arrays they
+        close over (datasets included). Part of the checkpoint fingerprint, so that a checkpoint
+        directory reused with a changed objective or changed data is refused."""
+        statics = list(self.statics.values())
+        if not statics:
+            statics = [{n: self.space[n].values[0] for n in self.space.static_names}]
+        digest = hashlib.sha256()
+        hp_abs = {n: jax.ShapeDtypeStruct((), np.dtype(d)) for n, d in self.hp_dtypes.items()}
+        key = jax.eval_shape(lambda: jax.random.key(0))
+        for values in sorted(statics, key=repr):
+            bound = bind_group(self.task, values, self.options.folds)
+            init = jax.make_jaxpr(bound.init)(hp_abs, key)
+            state = jax.eval_shape(bound.init, hp_abs, key)
+            for closed in (init, jax.make_jaxpr(bound.step)(hp_abs, state, key),
+                           jax.make_jaxpr(bound.evaluate)(hp_abs, state)):  # fmt: skip
+                digest.update(str(closed.jaxpr).encode())
+                for const in closed.consts:
+                    _hash_array(digest, const)
+        return digest.hexdigest()[:16]
 
     # ------------------------------------------------------------------ programs
     def programs(self, group: tuple, size: int) -> P.GroupPrograms:
