@@ -8,12 +8,25 @@ protocols (:mod:`jopt.sweep.samplers`, :mod:`jopt.sweep.scheduler`) -- on the en
 (:func:`jopt.sweep.search`). Let :math:`N` be the requested number of trials and :math:`K` the
 batch size (most trials training at once). The trials that *count* toward :math:`N` are the set
 :math:`C`: complete, pruned, running, queued (``WAITING``, e.g. retries), or failed because
-training diverged. Whenever a chunk has free slots (at the start, and each time a trial
-finishes, diverges or is pruned):
+training diverged (a queued or running second copy of a retry, see 1., does not count).
+Whenever a chunk has free slots (at the start, and each time a trial finishes, diverges or is
+pruned):
 
 1. fail the study's *stale* trials (heartbeat older than the storage's grace period: their
-   process died) and queue their configurations again (at most ``MAX_RETRIES`` times);
-2. :math:`r = N - |C \setminus \text{WAITING}|`; nothing more is asked when :math:`r \le 0`;
+   process died) and queue their configurations again (at most ``MAX_RETRIES`` times; two
+   workers failing the same trial at once may both queue it, and only the first copy counts);
+2. :math:`r = N - |C \setminus \text{WAITING}|`; nothing more is asked when :math:`r \le 0`.
+   Then, if this worker has no trial in training but some of :math:`C` are other workers'
+   ``RUNNING`` trials that will end -- asked by a worker that beats their heartbeat -- it
+   *waits*: it polls every second (or heartbeat interval, if shorter), repeating 1. and 2.,
+   until they are finished (a live worker: the budget is met) or failed as stale (a dead
+   worker: their queued retries make :math:`r > 0` and this worker asks them). So the study
+   ends with exactly :math:`N` counted trials even when a worker dies, and a search returns
+   only when none of its budget is still in other workers' hands. The wait ends at the
+   ``timeout``, or on ``KeyboardInterrupt``. Without heartbeats (``heartbeat_interval=None``,
+   a storage object without them, or the in-memory storage) a dead worker cannot be told from
+   a slow one: other workers' running trials count as finished, nothing waits, and trials a
+   killed process left ``RUNNING`` stay counted until ``reset_running=True``;
 3. ask :math:`k = \min(\text{free}, K - \text{training}, r)` trials with fixed distributions
    (:func:`to_distributions`; queued trials come first). Several processes may ask at once, so
    an asked trial whose rank in :math:`C` ordered by trial number (numbers are assigned
@@ -29,7 +42,8 @@ finishes, diverges or is pruned):
    trial); a finished trial is told its objective (early stopping: the best one). A diverged
    trial is told ``FAIL`` (Optuna's convention for a NaN objective; samplers then ignore it) or,
    with ``diverged_value=v``, ``COMPLETE`` with value ``v`` so that the sampler learns to avoid
-   the region.
+   the region. A trial that another worker failed as stale while it trained here (this process
+   stalled past the grace period) is pruned and not told: its retry is queued already.
 
 Resuming: call again with the same storage and study name; trials already counted are not
 redone. Trials left ``RUNNING`` by a killed process are failed once their heartbeat is stale
@@ -74,6 +88,7 @@ from jopt.sweep.optuna_study import (
     SAMPLERS,
     _abandon,
     _ask,
+    _awaited,
     _beat,
     _check_direction,
     _check_settings,
@@ -210,26 +225,33 @@ def _tell(study, trial, res: TrialResult, diverged_value: float | None) -> None:
 
 class OptunaSampler(Sampler, TrialScheduler):
     """An Optuna study as both protocols: ``propose`` asks it for trials (at most ``batch``
-    training at once, the study's budget of ``trials`` counted across workers), ``decide``
-    reports each segment's objective as an intermediate value and prunes when the study's pruner
-    says so (``prune``), ``tell`` tells the final value."""
+    training at once, the study's budget of ``trials`` counted across workers; when the budget
+    is reached only by other workers' running trials, it waits for them -- until ``deadline``, a
+    :func:`time.perf_counter` value, if given), ``decide`` reports each segment's objective as an
+    intermediate value and prunes when the study's pruner says so (``prune``), ``tell`` tells the
+    final value."""
 
     def __init__(self, study, space: Space, trials: int, batch: int, *, diverged_value: float | None,
-                 report: bool, prune: bool, patience: int | None):  # fmt: skip
+                 report: bool, prune: bool, patience: int | None, deadline: float | None = None):  # fmt: skip
         self.study, self.space, self.trials, self.batch = study, space, trials, batch
         self.dists = to_distributions(space)
         self.diverged_value, self.report, self.prune, self.patience = diverged_value, report, prune, patience
+        self.deadline = deadline
         self.host = f"{socket.gethostname()}:{os.getpid()}"
         self.in_flight: dict[int, Any] = {}
-        self.stats = dict.fromkeys(("rounds", "cancelled", "requeued"), 0)
+        self.lost: set[int] = set()  # in training here, but failed by another worker (stale)
+        self.stats = dict.fromkeys(("rounds", "cancelled", "requeued", "waits", "lost"), 0)
 
     def propose(self, history, k: int) -> list[Proposal]:
         k = min(k, self.batch - len(self.in_flight))
         while k > 0:
             _fail_stale(self.study)
-            active = _counted(self.study)[1]
+            trials = self.study.get_trials(deepcopy=False)
+            active = _counted(self.study, trials)[1]
             if active >= self.trials:
-                return []
+                if self.in_flight or not self._wait(trials):
+                    return []
+                continue
             asked = _ask(self.study, self.dists, min(k, self.trials - active), self.host)  # queued first
             asked, excess = _keep_within_budget(self.study, asked, self.trials)
             _abandon(self.study, excess, "cancelled", retry=False)
@@ -240,20 +262,47 @@ class OptunaSampler(Sampler, TrialScheduler):
                 return [Proposal(config_from_params(self.space, t.params), t.number) for t in asked]
         return []
 
+    def _wait(self, trials) -> bool:
+        """Sleep one poll (at most a second, or the heartbeat interval) if other workers' running
+        trials make up the budget and will end; False (do not wait) otherwise."""
+        if not _awaited(self.study, trials, list(self.in_flight)):
+            return False
+        pause = min(1.0, float(self.study._storage.get_heartbeat_interval()))
+        if self.deadline is not None:
+            pause = min(pause, self.deadline - time.perf_counter())
+            if pause <= 0:
+                return False
+        time.sleep(pause)
+        self.stats["waits"] += 1
+        return True
+
     def decide(self, history, trials) -> dict[int, str]:
         out = {}
+        finished = _optuna().exceptions.UpdateFinishedTrialError
         for t in trials:
             rec, trial = history[t], self.in_flight[t]
             if self.report and math.isfinite(rec.last):
-                trial.report(float(rec.last), int(rec.age))
-                if self.prune and rec.status == "running" and trial.should_prune():
+                try:
+                    trial.report(float(rec.last), int(rec.age))
+                    if self.prune and rec.status == "running" and trial.should_prune():
+                        out[t] = PRUNE
+                except finished:  # another worker took it for dead: its retry is queued
+                    self.lost.add(t)
                     out[t] = PRUNE
         return out
 
     def tell(self, history, trial: int) -> None:
         t = self.in_flight.pop(trial, None)
-        if t is not None:
-            _tell(self.study, t, history.result(trial, self.patience), self.diverged_value)
+        if t is None:
+            return
+        if trial not in self.lost:
+            try:
+                _tell(self.study, t, history.result(trial, self.patience), self.diverged_value)
+                return
+            except _optuna().exceptions.UpdateFinishedTrialError:
+                pass
+        self.lost.discard(trial)
+        self.stats["lost"] += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {"in_flight": sorted(self.in_flight), "stats": self.stats}
@@ -335,8 +384,10 @@ def optuna_search(
     Returns:
       A :class:`~jopt.sweep.results.SweepResult` of the trials this call trained (``trial`` is the
       Optuna trial number); for the whole study use the study. ``stats`` adds ``rounds`` (asks
-      that got trials), ``evaluated``, ``cancelled``, ``requeued``, ``study_name``,
-      ``study_trials`` (counted trials at the end) and ``sampler``.
+      that got trials), ``evaluated``, ``cancelled``, ``requeued``, ``waits`` (polls while
+      other workers' trials made up the budget), ``lost`` (trials another worker failed as
+      stale while they trained here), ``study_name``, ``study_trials`` (counted trials at the
+      end) and ``sampler``.
 
     With ``checkpoint_dir`` (and a persistent ``storage``), an interrupted call leaves its
     trials RUNNING and a rerun continues them from the checkpoint (those another worker has
@@ -373,8 +424,10 @@ def optuna_search(
     settings = {"steps": steps, "eval_every": opts.eval_every, "seed": opts.seed, "folds": opts.folds,
                 "patience": opts.patience}  # fmt: skip
     _check_settings(study, dict(settings, params=sorted(dists)))
+    deadline = None if opts.timeout is None else t_start + opts.timeout
     smp = OptunaSampler(study, space, trials, batch, diverged_value=diverged_value,
-                        report=report_intermediate, prune=prune, patience=opts.patience)  # fmt: skip
+                        report=report_intermediate, prune=prune, patience=opts.patience,
+                        deadline=deadline)  # fmt: skip
     if reset_running:
         smp.stats["requeued"] += _reset_running(study)
     method = {"name": "optuna", "study": study.study_name, "trials": trials, "batch": batch}

@@ -2,15 +2,23 @@
 
 :func:`create_study` builds (or, with a storage, loads) the study; the private helpers keep the
 trial accounting of the search (which trials count toward the requested number, retries of
-failed or stale trials, heartbeats while a chunk trains). See :mod:`jopt.sweep.optuna_adapter`
-for the algorithm they implement.
+failed or stale trials, heartbeats while a chunk trains, which other workers' trials to wait
+for). See :mod:`jopt.sweep.optuna_adapter` for the algorithm they implement.
+
+Workers starting together on a new database race to create its tables and the study (SQLite
+answers "table ... already exists", "database is locked" or a UNIQUE-constraint error to the
+losers); :func:`create_study` retries those errors, and only those, a few times with a short
+random backoff.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import inspect
+import random
 import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,6 +30,8 @@ __all__ = ["MAX_RETRIES", "SAMPLERS", "create_study"]
 
 SAMPLERS = ("tpe", "cmaes", "qmc", "random")
 MAX_RETRIES = 2
+_OPEN_ATTEMPTS = 6  # storage/study creation tries when workers race on a new database
+_RACE_MESSAGES = ("already exists", "database is locked", "database table is locked", "unique constraint")
 
 
 def _optuna():
@@ -117,18 +127,43 @@ def create_study(
     for name, v in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"{name} must be None or a positive int (seconds), got {v!r}")
-    smp, store = _make_sampler(sampler, sampler_seed), _storage(storage, heartbeat_interval, grace_period)
-    direction = "minimize" if mode == "min" else "maximize"
-    study = optuna.create_study(
-        storage=store,
-        study_name=study_name,
-        sampler=smp,
-        pruner=pruner if pruner is not None else optuna.pruners.NopPruner(),
-        direction=direction,
-        load_if_exists=storage is not None,
-    )
+    smp, direction = _make_sampler(sampler, sampler_seed), "minimize" if mode == "min" else "maximize"
+    pruner = pruner if pruner is not None else optuna.pruners.NopPruner()
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            study = optuna.create_study(
+                storage=_storage(storage, heartbeat_interval, grace_period),
+                study_name=study_name,
+                sampler=smp,
+                pruner=pruner,
+                direction=direction,
+                load_if_exists=storage is not None,
+            )
+            break
+        except Exception as err:
+            if attempt == _OPEN_ATTEMPTS - 1 or not _is_creation_race(err):
+                raise
+            time.sleep(0.05 * 2**attempt * (1 + random.random()))  # the winner finishes meanwhile
     _check_direction(study, mode)
     return study
+
+
+def _is_creation_race(err: BaseException) -> bool:
+    """Whether ``err`` is what a worker gets when another one creates the same tables or study at
+    the same time (SQLAlchemy's OperationalError / IntegrityError, possibly wrapped in Optuna's
+    StorageInternalError, or DuplicatedStudyError)."""
+    optuna = _optuna()
+    if isinstance(err, optuna.exceptions.DuplicatedStudyError):
+        return True
+    try:
+        from sqlalchemy import exc
+    except ImportError:  # pragma: no cover - no RDB storage without SQLAlchemy
+        return False
+    chain = [err, err.__cause__, err.__context__]
+    if not any(isinstance(e, (exc.OperationalError, exc.IntegrityError)) for e in chain):
+        return False
+    text = " ".join(str(e) for e in chain if e is not None).lower()
+    return any(m in text for m in _RACE_MESSAGES)
 
 
 def _check_direction(study, mode: str) -> None:
@@ -144,9 +179,9 @@ def _check_direction(study, mode: str) -> None:
 def _check_settings(study, settings: dict) -> None:
     """Store the training settings in the study; refuse to mix trials trained differently."""
     old = study.user_attrs.get("jopt_settings")
-    if old is None:
+    if old is None:  # the first worker to store them wins (the storage ignores a second insert)
         study.set_user_attr("jopt_settings", settings)
-        return
+        old = study.user_attrs.get("jopt_settings", settings)
     diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
     if diff:
         detail = ", ".join(f"{k}: study {old.get(k)!r} vs {settings.get(k)!r}" for k in diff)
@@ -156,24 +191,43 @@ def _check_settings(study, settings: dict) -> None:
 # ----------------------------------------------------------------------------- trial bookkeeping
 
 
-def _counted(study) -> tuple[list[int], int]:
+def _counted(study, trials: Sequence[Any] | None = None) -> tuple[list[int], int]:
     """Sorted numbers of the trials :math:`C` that count toward the requested number (see the
-    module doc), and how many of them are not WAITING (asked already)."""
-    trials = study.get_trials(deepcopy=False)
-    numbers = sorted(
-        t.number
-        for t in trials
-        if t.state.name in ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
-        or (t.state.name == "FAIL" and t.user_attrs.get("jopt_status") == "diverged")
-    )
-    return numbers, len(numbers) - sum(t.state.name == "WAITING" for t in trials)
+    module doc of :mod:`jopt.sweep.optuna_adapter`), and how many of them are not WAITING (asked
+    already). ``trials``: the study's trials, if just read.
+
+    A queued or running retry counts only if it is the first retry of its trial: two workers
+    failing the same stale trial at once may both queue it (SQLite does not lock the row), and
+    the second copy must neither take a place in :math:`C` nor be trained.
+    """
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    first: dict[int, int] = {}
+    for t in trials:
+        of = t.user_attrs.get("jopt_retry_of")
+        if of is not None:
+            first[of] = min(first.get(of, t.number), t.number)
+
+    def counts(t) -> bool:
+        state = t.state.name
+        if state in ("RUNNING", "WAITING"):
+            of = t.user_attrs.get("jopt_retry_of")
+            return of is None or first[of] == t.number
+        diverged = state == "FAIL" and t.user_attrs.get("jopt_status") == "diverged"
+        return state in ("COMPLETE", "PRUNED") or diverged
+
+    numbers = sorted(t.number for t in trials if counts(t))
+    waiting = sum(t.state.name == "WAITING" and counts(t) for t in trials)
+    return numbers, len(numbers) - waiting
 
 
 def _retry(study, trial, reason: str) -> bool:
-    """Queue a failed trial's configuration again (at most MAX_RETRIES times); True if queued."""
+    """Queue a failed trial's configuration again (at most MAX_RETRIES times, once per failed
+    trial); True if queued."""
     retries = int(trial.user_attrs.get("jopt_retries", 0))
     if retries >= MAX_RETRIES or not trial.params:
         return False
+    if any(t.user_attrs.get("jopt_retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
+        return False  # another worker failed it at the same time and queued it already
     attrs = {"jopt_retry_of": trial.number, "jopt_retries": retries + 1, "jopt_retry_reason": reason}
     study.enqueue_trial(dict(trial.params), user_attrs=attrs)
     return True
@@ -257,17 +311,43 @@ def _heartbeat_storage(study):
 
 def _ask(study, dists: dict, k: int, host: str) -> list:
     """Ask ``k`` trials; beat their heartbeat at once (a process killed right after asking
-    leaves trials that become stale) and record the asking host and process."""
+    leaves trials that become stale) and record the asking host and process, and whether it
+    beats (``jopt_heartbeat``: other workers then wait for the trial, see :func:`_awaited`)."""
     trials = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
         for _ in range(k):
             trials.append(study.ask(dists))
     # ``_trial_id`` (the storage's id, not the number) is what storages take; Optuna has no public name
-    _beat(_heartbeat_storage(study), [t._trial_id for t in trials])
+    storage = _heartbeat_storage(study)
+    _beat(storage, [t._trial_id for t in trials])
     for t in trials:
         t.set_user_attr("jopt_host", host)
+        t.set_user_attr("jopt_heartbeat", storage is not None)
     return trials
+
+
+def _awaited(study, trials: Sequence[Any], mine: Sequence[int]) -> list[int]:
+    """Numbers of the counted RUNNING trials of other workers (not in ``mine``) that will end:
+    asked by a worker that beats their heartbeat (they finish, or go stale and are failed), or
+    started less than a grace period ago without a ``jopt_host`` yet (being asked right now).
+    Trials of workers without heartbeats, or of other Optuna clients, are not waited for."""
+    storage = _heartbeat_storage(study)
+    if storage is None:
+        return []
+    backend = getattr(storage, "_backend", storage)  # the RDB storage under Optuna's cache
+    interval = storage.get_heartbeat_interval()
+    grace = getattr(backend, "grace_period", None) or 2 * interval
+    recent = datetime.datetime.now() - datetime.timedelta(seconds=grace)
+    counted, out = set(_counted(study, trials)[0]), []
+    for t in trials:
+        if t.state.name != "RUNNING" or t.number not in counted or t.number in mine:
+            continue
+        attrs = t.user_attrs
+        asking = "jopt_host" not in attrs and t.datetime_start is not None and t.datetime_start > recent
+        if attrs.get("jopt_heartbeat") or asking:
+            out.append(t.number)
+    return out
 
 
 def _keep_within_budget(study, asked: list, trials: int) -> tuple[list, list]:
