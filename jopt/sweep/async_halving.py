@@ -50,7 +50,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jopt.sweep.engine import configs_of, search
+import numpy as np
+
+from jopt.sweep.engine import as_space, configs_of, search
 from jopt.sweep.halving import _check_eta, rung_budgets
 from jopt.sweep.history import History, encode_config
 from jopt.sweep.options import check_int, validate_options
@@ -58,7 +60,7 @@ from jopt.sweep.results import SweepResult
 from jopt.sweep.samplers import ListSampler, StreamSampler
 from jopt.sweep.scheduler import PRUNE, TrialScheduler
 from jopt.sweep.space import Space
-from jopt.sweep.task import Task
+from jopt.sweep.task import Task, check_task_object
 
 __all__ = ["ASHA", "asha"]
 
@@ -82,6 +84,9 @@ class ASHA(TrialScheduler):
             if history.signed(rec.last) > recorded[m - 1]:
                 out[t] = PRUNE
         return out
+
+
+ASHA_ARGS = ("trials", "max_steps", "min_steps", "budgets", "eta", "eval_every", "method", "parallel")
 
 
 def asha(
@@ -120,11 +125,12 @@ def asha(
     t_start = time.perf_counter()
     eta = _check_eta(eta)
     ladder, e = rung_budgets(max_steps, min_steps=min_steps, eta=eta, eval_every=eval_every, budgets=budgets)
-    opts = validate_options(options, steps=ladder[-1], eval_every=e)
-    space = space if isinstance(space, Space) else Space(space)
-    if trials is None or isinstance(trials, int):
+    opts = validate_options(options, where="asha", own=ASHA_ARGS, steps=ladder[-1], eval_every=e)
+    check_task_object(task)
+    space = as_space(space)
+    if trials is None or isinstance(trials, (int, np.integer)):
         if trials is not None:
-            check_int("trials", trials)
+            trials = check_int("trials", trials)
         sampler = StreamSampler(space, method, opts.seed, trials)
         listed = None
     else:

@@ -66,13 +66,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt.sweep import gp
-from jopt.sweep.engine import search
+from jopt.sweep.engine import SCHEDULER_METHODS, as_space, check_protocol, search
 from jopt.sweep.options import check_int, validate_options
 from jopt.sweep.results import SweepResult
 from jopt.sweep.samplers import Proposal, Sampler, sobol
 from jopt.sweep.scheduler import TrialScheduler
 from jopt.sweep.space import Choice, Fixed, Integer, LogUniform, Space, Uniform
-from jopt.sweep.task import Task, check_task
+from jopt.sweep.task import Task, check_task, check_task_object
 
 __all__ = [
     "ACQUISITIONS",
@@ -291,10 +291,12 @@ def _expected_improvement(mean: np.ndarray, var: np.ndarray, best: float) -> np.
     return sd * (z * ndtr(z) + np.exp(-0.5 * z**2) / math.sqrt(2 * math.pi))
 
 
-def _check_propose_args(k: int, num_candidates: int, acquisition: str, mode: str, n_obs: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+def _check_propose_args(k: int, num_candidates: int, acquisition: str, mode: str, n_obs: int,
+                        fit_steps: int = 1, restarts: int = 1) -> None:  # fmt: skip
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k (batch) must be an int >= 1, got {k!r}")
-    if not isinstance(num_candidates, int) or num_candidates < max(16, 2 * k):
+    ok = isinstance(num_candidates, (int, np.integer)) and not isinstance(num_candidates, bool)
+    if not ok or num_candidates < max(16, 2 * k):
         raise ValueError(
             f"num_candidates must be an int >= max(16, 2 * k) = {max(16, 2 * k)}, got {num_candidates!r}"
         )
@@ -302,6 +304,8 @@ def _check_propose_args(k: int, num_candidates: int, acquisition: str, mode: str
         raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {acquisition!r}")
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    check_int("fit_steps", fit_steps)
+    check_int("restarts", restarts)
     if n_obs < 2:
         raise ValueError(f"the GP needs at least 2 observed configurations, got {n_obs}")
 
@@ -322,7 +326,7 @@ def _propose(
 ) -> tuple[list[dict], gp.GPParams]:
     if len(configs) != len(objectives):
         raise ValueError(f"got {len(configs)} configurations but {len(objectives)} objectives")
-    _check_propose_args(k, num_candidates, acquisition, mode, len(configs))
+    _check_propose_args(k, num_candidates, acquisition, mode, len(configs), fit_steps, restarts)
     rng = np.random.default_rng(seed)
     key_fit, key_sample = jax.random.split(jax.random.key(int(rng.integers(2**31))))
     x_obs = to_unit(space, configs)
@@ -389,7 +393,7 @@ def propose(
       ValueError: bad ``k``, ``num_candidates``, ``acquisition`` or ``mode``, fewer than two
         observations, or configurations that do not fit the space.
     """
-    space = space if isinstance(space, Space) else Space(space)
+    space = as_space(space)
     out, _ = _propose(
         space, configs, objectives, k, seed, mode, acquisition, num_candidates, fit_steps, restarts, None
     )
@@ -495,11 +499,16 @@ def _check_loop_args(trials, batch, initial) -> int:
     batch = check_int("batch", batch)
     trials = check_int("trials", trials, 2)
     initial = min(trials, max(2 * batch, 4)) if initial is None else initial
-    if isinstance(initial, bool) or not isinstance(initial, int) or initial < 2:
+    if isinstance(initial, bool) or not isinstance(initial, (int, np.integer)) or initial < 2:
         raise ValueError(f"initial must be an int >= 2 (the GP needs two points), got {initial!r}")
     if trials < initial:
         raise ValueError(f"trials must be an int >= initial={initial}, got {trials!r}")
     return initial
+
+
+BAYESIAN_ARGS = tuple(
+    "trials steps batch initial acquisition num_candidates fit_steps restarts callback scheduler".split()
+)
 
 
 def bayesian(
@@ -553,10 +562,15 @@ def bayesian(
         result = sweep.bayesian(task, space, 48, batch=8, steps=300, eval_every=100)
         print(result.best_config, result.stats["trial_round"])
     """
-    opts = validate_options(options, steps=steps)
-    space = space if isinstance(space, Space) else Space(space)
+    opts = validate_options(options, where="sweep.bayesian", own=BAYESIAN_ARGS, steps=steps)
+    check_task_object(task)
+    space = as_space(space)
     initial = _check_loop_args(trials, batch, initial)
-    _check_propose_args(batch, num_candidates, acquisition, opts.mode, 2)
+    _check_propose_args(batch, num_candidates, acquisition, opts.mode, 2, fit_steps, restarts)
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be None or a function (round, result) -> bool, got {callback!r}")
+    if scheduler is not None:
+        check_protocol("scheduler", scheduler, TrialScheduler, SCHEDULER_METHODS)
     unit_columns(space)
     logs = tuple(n for n in space if isinstance(space[n], LogUniform))
 

@@ -70,14 +70,14 @@ from typing import Any
 
 import numpy as np
 
-from jopt.sweep.engine import configs_of, search
+from jopt.sweep.engine import as_space, configs_of, search
 from jopt.sweep.history import FINAL, encode_config
 from jopt.sweep.options import check_int, validate_options
 from jopt.sweep.results import SweepResult
 from jopt.sweep.samplers import Proposal, Sampler, sample
 from jopt.sweep.scheduler import PAUSE, TrialScheduler
 from jopt.sweep.space import Space
-from jopt.sweep.task import Task
+from jopt.sweep.task import Task, check_task_object
 
 __all__ = [
     "SuccessiveHalving",
@@ -125,7 +125,13 @@ def rung_budgets(
     """
     eta = _check_eta(eta)
     if budgets is not None:
-        out = [_check_int("budgets[i]", b) for b in budgets]
+        if isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence):
+            raise ValueError(
+                f"budgets must be a non-empty, strictly increasing list of ints, got {budgets!r}"
+            )
+        if min_steps is not None:
+            raise ValueError(f"give min_steps or budgets, not both (got min_steps={min_steps!r})")
+        out = [_check_int(f"budgets[{i}]", b) for i, b in enumerate(budgets)]
         if not out or any(b <= a for a, b in zip(out, out[1:], strict=False)):
             raise ValueError(
                 f"budgets must be a non-empty, strictly increasing list of ints, got {budgets!r}"
@@ -138,7 +144,7 @@ def rung_budgets(
         return out, e
     max_steps = _check_int("max_steps", max_steps)
     if min_steps is None:
-        raise ValueError("give min_steps (the first rung's budget) or explicit budgets=[...]")
+        raise ValueError("min_steps (the first rung's budget) is missing: give min_steps or budgets=[...]")
     min_steps = _check_int("min_steps", min_steps)
     if min_steps > max_steps:
         raise ValueError(f"min_steps must be in [1, max_steps={max_steps}], got {min_steps}")
@@ -311,6 +317,10 @@ def _halving_search(task, space: Space, configs: list[dict], brackets, eta: floa
     return result
 
 
+SH_ARGS = tuple("trials max_steps min_steps budgets eta eval_every method grid_points min_batch".split())
+HYPERBAND_ARGS = tuple("max_steps min_steps eta brackets eval_every method min_batch".split())
+
+
 def successive_halving(
     task: Task,
     space: Space | Mapping[str, Any],
@@ -354,9 +364,10 @@ def successive_halving(
     eta = _check_eta(eta)
     ladder, e = rung_budgets(max_steps, min_steps=min_steps, eta=eta, eval_every=eval_every, budgets=budgets)
     check_int("min_batch", min_batch)
-    validate_options(options, steps=ladder[-1], eval_every=e)
-    space = space if isinstance(space, Space) else Space(space)
-    configs = configs_of(space, trials, method, options.get("seed", 0), grid_points)
+    opts = validate_options(options, where="successive_halving", own=SH_ARGS, steps=ladder[-1], eval_every=e)
+    check_task_object(task)
+    space = as_space(space)
+    configs = configs_of(space, trials, method, opts.seed, grid_points)
     if len(ladder) > 1 and len(configs) < eta:
         raise ValueError(f"successive halving needs at least eta={eta:g} trials, got {len(configs)}")
     described = {"name": "successive_halving", "budgets": ladder, "eta": eta, "min_batch": min_batch,
@@ -394,12 +405,13 @@ def hyperband(
     eta = _check_eta(eta)
     ladder, e = rung_budgets(max_steps, min_steps=min_steps, eta=eta, eval_every=eval_every)
     check_int("min_batch", min_batch)
-    validate_options(options, steps=ladder[-1], eval_every=e)
+    opts = validate_options(options, where="hyperband", own=HYPERBAND_ARGS, steps=ladder[-1], eval_every=e)
     if method not in ("random", "sobol", "halton"):
         raise ValueError(f"method must be 'random', 'sobol' or 'halton' for hyperband, got {method!r}")
     plan = hyperband_brackets(len(ladder), eta, brackets)
-    space = space if isinstance(space, Space) else Space(space)
-    configs = sample(space, method, sum(n for _, n in plan), seed=options.get("seed", 0))
+    check_task_object(task)
+    space = as_space(space)
+    configs = sample(space, method, sum(n for _, n in plan), seed=opts.seed)
     s_max, first, info, bracket_list = len(ladder) - 1, 0, [], []
     for s, n in plan:
         # a bracket starts at ladder[s_max - s]: its first segments cover [0, budgets[0]]

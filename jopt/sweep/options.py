@@ -19,19 +19,24 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import jax
 import numpy as np
 
 __all__ = [
     "KEEP_STATES",
     "MODES",
     "Options",
+    "OPTION_NAMES",
     "check_int",
     "check_mode",
+    "check_option_names",
     "make_options",
     "parse_bytes",
     "validate_options",
@@ -126,10 +131,86 @@ class Options:
 OPTION_NAMES = frozenset(f.name for f in fields(Options))
 
 
-def validate_options(options: dict[str, Any], **fixed: Any) -> Options:
+def check_option_names(
+    options: Iterable[str], *, where: str = "the search", own: Iterable[str] = (), fixed: Iterable[str] = ()
+) -> None:
+    """``ValueError`` for a name in ``options`` that is not a shared option (with a did-you-mean
+    hint among the shared options and ``own``, the front-end's own arguments) or that the
+    front-end ``where`` sets itself (``fixed``, e.g. ``steps`` from ``max_steps``).
+
+    Example:
+      >>> try:
+      ...     check_option_names(["seed", "eval_evry"], where="sweep.run", own=["method"])
+      ... except ValueError as err:
+      ...     print(str(err).split(";")[0])
+      sweep.run got an unknown argument 'eval_evry' (did you mean 'eval_every'?)
+    """
+    own, fixed = [str(n) for n in own], set(fixed)
+    for name in options:
+        if name.startswith("_"):
+            continue
+        if name in fixed:
+            raise ValueError(f"{where} sets {name!r} itself; do not pass {name}= (see its own arguments)")
+        if name not in OPTION_NAMES:
+            known = sorted(OPTION_NAMES | set(own))
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            mine = sorted(set(own) - OPTION_NAMES)
+            mine = f"{', '.join(mine)} and " if mine else ""
+            raise ValueError(
+                f"{where} got an unknown argument {name!r}{hint}; its arguments are {mine}the shared "
+                f"options {', '.join(sorted(OPTION_NAMES))}"
+            )
+
+
+def validate_options(
+    options: dict[str, Any], *, where: str = "the search", own: Iterable[str] = (), **fixed: Any
+) -> Options:
     """:func:`make_options` of a front-end's ``**options`` (private ``_hooks`` left out) and the
-    values it sets itself (``fixed``, e.g. ``steps``)."""
+    values it sets itself (``fixed``, e.g. ``steps``); unknown names are reported by
+    :func:`check_option_names` (``where``: the front-end, ``own``: its own argument names)."""
+    check_option_names(options, where=where, own=own, fixed=fixed)
     return make_options(**fixed, **{k: v for k, v in options.items() if not k.startswith("_")})
+
+
+def _check_memory_budget(value: Any) -> int | None:
+    """Bytes of ``memory_budget`` (``None``: no budget), else ``ValueError`` naming it."""
+    if value is None:
+        return None
+    what = "memory_budget must be None, a positive number of bytes or a size such as '512MB' or '2GiB'"
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        raise ValueError(f"{what}, got {value!r}")
+    try:
+        budget = parse_bytes(value)
+    except ValueError:
+        raise ValueError(f"{what}, got {value!r}") from None
+    if budget < 1:
+        raise ValueError(f"{what}, got {value!r}")
+    return budget
+
+
+def _check_devices(devices: Any) -> int | tuple | None:
+    """``devices`` as ``None``, a count in ``[1, available]`` or a tuple of distinct devices."""
+    if devices is None:
+        return None
+    available = len(jax.devices())
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        if not 1 <= devices <= available:
+            raise ValueError(
+                f"devices must be None, a device count in [1, {available}] (the devices available) "
+                f"or a list of devices, got {devices!r}"
+            )
+        return int(devices)
+    if isinstance(devices, (str, bytes, Mapping)) or not isinstance(devices, Iterable):
+        raise ValueError(f"devices must be None, a device count or a list of devices, got {devices!r}")
+    devices = tuple(devices)
+    bad = [d for d in devices if not isinstance(d, jax.Device)]
+    if not devices or bad or len(set(devices)) != len(devices):
+        raise ValueError(
+            "devices must be None, a device count or a non-empty list of distinct jax devices "
+            f"(e.g. jax.devices()[:2]), got {devices!r}"
+        )
+    return devices
 
 
 def make_options(
@@ -184,17 +265,8 @@ def make_options(
     check_mode(mode)
     seed = check_int("seed", seed, 0)
     max_parallel = check_int("max_parallel", max_parallel, optional=True)
-    budget = None
-    if memory_budget is not None:
-        budget = parse_bytes(memory_budget)
-        if budget < 1:
-            raise ValueError(f"memory_budget must be a positive size, got {memory_budget!r}")
-    if devices is not None and not isinstance(devices, int):
-        devices = tuple(devices)
-        if not devices:
-            raise ValueError("devices must be None, a positive int or a non-empty list of devices")
-    elif isinstance(devices, bool) or (isinstance(devices, int) and devices < 1):
-        raise ValueError(f"devices must be None, a positive int or a list of devices, got {devices!r}")
+    budget = _check_memory_budget(memory_budget)
+    devices = _check_devices(devices)
     patience = check_int("patience", patience, optional=True)
     ok = isinstance(min_delta, (int, float, np.number)) and not isinstance(min_delta, bool)
     if not ok or not min_delta >= 0 or not math.isfinite(min_delta):
@@ -206,8 +278,13 @@ def make_options(
         ok = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
         if not ok or not timeout > 0:
             raise ValueError(f"timeout must be None or a positive number of seconds, got {timeout!r}")
-    if checkpoint_dir is not None and not isinstance(checkpoint_dir, str):
-        checkpoint_dir = str(checkpoint_dir)
+    if checkpoint_dir is not None:
+        if not isinstance(checkpoint_dir, (str, os.PathLike)) or not str(checkpoint_dir):
+            raise ValueError(f"checkpoint_dir must be None or a directory path, got {checkpoint_dir!r}")
+        checkpoint_dir = os.fspath(checkpoint_dir)
+    for name, flag in (("progress", progress), ("check_params", check_params)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {flag!r}")
     return Options(
         int(steps), int(eval_every), mode, seed, max_parallel, budget, devices, patience, float(min_delta),
         folds, checkpoint_dir, keep_states, bool(progress), bool(check_params),

@@ -75,14 +75,14 @@ from typing import Any
 
 import numpy as np
 
-from jopt.sweep.engine import search
+from jopt.sweep.engine import as_space, configs_of, search
 from jopt.sweep.history import encode_config
 from jopt.sweep.options import validate_options
 from jopt.sweep.results import SweepResult
 from jopt.sweep.samplers import ListSampler, sample
 from jopt.sweep.scheduler import Exploit, TrialScheduler
-from jopt.sweep.space import Choice, Dimension, Fixed, Integer, SearchSpaceError, Space, Uniform
-from jopt.sweep.task import Task, check_task
+from jopt.sweep.space import Choice, Dimension, Fixed, Integer, Space, Uniform
+from jopt.sweep.task import Task, check_task, check_task_object
 
 __all__ = ["PBT", "PBTResult", "exploit_explore", "explore", "pbt", "perturb_value", "plot_schedules"]
 
@@ -293,6 +293,9 @@ def _check_args(steps, eval_every, quantile, perturb, resample_probability) -> t
     return factors, float(p)
 
 
+PBT_ARGS = ("population", "steps", "eval_every", "quantile", "perturb", "resample_probability", "method")
+
+
 def pbt(
     task: Task,
     space: Space | Mapping[str, Any],
@@ -332,8 +335,9 @@ def pbt(
     """
     t_start = time.perf_counter()
     factors, p = _check_args(steps, eval_every, quantile, perturb, resample_probability)
-    opts = validate_options(options, steps=steps, eval_every=eval_every)
-    space = space if isinstance(space, Space) else Space(space)
+    opts = validate_options(options, where="pbt", own=PBT_ARGS, steps=steps, eval_every=eval_every)
+    check_task_object(task)
+    space = as_space(space)
     static = [n for n in space.static_names if not isinstance(space[n], Fixed)]
     if static:
         raise ValueError(
@@ -341,12 +345,12 @@ def pbt(
             "they cannot be perturbed without recompiling; make them traced or fixed"
         )
     if isinstance(population, Sequence) and not isinstance(population, str):
-        if not population:
-            raise SearchSpaceError("population is an empty list of configurations")
-        configs = [space.validate_config(c) for c in population]
+        configs = configs_of(space, population, method, opts.seed, 5, name="population")
     else:
         if isinstance(population, bool) or not isinstance(population, (int, np.integer)):
             raise ValueError(f"population must be an int or a list of configurations, got {population!r}")
+        if method not in ("random", "sobol", "halton"):
+            raise ValueError(f"method must be 'random', 'sobol' or 'halton' for pbt, got {method!r}")
         configs = sample(space, method, int(population), seed=opts.seed) if population >= 1 else []
     n = len(configs)
     if math.floor(quantile * n + 1e-9) < 1:

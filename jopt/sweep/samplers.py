@@ -142,11 +142,19 @@ def sample(
     """
     if method not in METHODS:
         raise SearchSpaceError(f"unknown search method {method!r}; choose one of {sorted(METHODS)}")
+    _check_count("seed", seed, 0)
     if method == "grid":
+        _check_count("grid_points", grid_points, 1)
         return grid(space, n, grid_points=grid_points)
-    if n is None or int(n) < 1:
-        raise SearchSpaceError(f"method {method!r} needs trials >= 1, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise SearchSpaceError(f"method {method!r} needs trials >= 1 (an int), got {n!r}")
     return METHODS[method](space, int(n), seed)
+
+
+def _check_count(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
 
 
 # ----------------------------------------------------------------------------- the sampler protocol
@@ -240,6 +248,8 @@ class StreamSampler(Sampler):
     def __init__(self, space: Space, method: str = "random", seed: int = 0, limit: int | None = None):
         if method not in ("random", "sobol", "halton"):
             raise ValueError(f"method must be 'random', 'sobol' or 'halton', got {method!r}")
+        _check_count("seed", seed, 0)
+        limit = None if limit is None else _check_count("trials (the limit)", limit, 1)
         self.space, self.method, self.seed, self.limit = space, method, seed, limit
         self.drawn = 0
         self._start()

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = [
     "Hyperparams",
     "Integer",
     "LogUniform",
+    "OutsideSpaceWarning",
     "SearchSpaceError",
     "Space",
     "Uniform",
@@ -56,6 +58,11 @@ RESERVED = frozenset({"fold"})
 
 class SearchSpaceError(ValueError):
     """A search space, a configuration or a task is invalid (raised before any compile)."""
+
+
+class OutsideSpaceWarning(UserWarning):
+    """An explicit configuration has a value outside the space (see :meth:`Space.validate_config`);
+    ``warnings.simplefilter("error", OutsideSpaceWarning)`` turns it into an error."""
 
 
 def _check_number(value: Any, what: str) -> float:
@@ -265,6 +272,10 @@ def choice(values: Sequence[Any], *, static: bool | None = None) -> Choice:
       >>> sweep.choice(["adam", "sgd"], static=True).grid(0)
       ['adam', 'sgd']
     """
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise SearchSpaceError(f"choice needs a list of values, got {values!r}")
+    if static is not None and not isinstance(static, (bool, np.bool_)):
+        raise SearchSpaceError(f"choice: static must be True, False or None, got {static!r}")
     values = tuple(values)
     return Choice(values, bool(static) if static is not None else False)
 
@@ -272,6 +283,9 @@ def choice(values: Sequence[Any], *, static: bool | None = None) -> Choice:
 def fixed(value: Any) -> Fixed:
     """A fixed (static) value; plain values in a :class:`Space` are wrapped with this."""
     return Fixed(value)
+
+
+_FACTORIES = (uniform, loguniform, integer, choice, fixed)
 
 
 class Space(Mapping[str, Dimension]):
@@ -292,6 +306,11 @@ class Space(Mapping[str, Dimension]):
                 raise SearchSpaceError(f"hyperparameter names must be identifiers, got {name!r}")
             if name in RESERVED:
                 raise SearchSpaceError(f"{name!r} is reserved (the engine sets it when folds= is given)")
+            if any(dim is f for f in _FACTORIES) or (isinstance(dim, type) and issubclass(dim, Dimension)):
+                raise SearchSpaceError(
+                    f"{name}: got {getattr(dim, '__name__', dim)} itself, not a dimension; call it, "
+                    "e.g. sweep.uniform(0.0, 1.0)"
+                )
             dim = dim if isinstance(dim, Dimension) else Fixed(dim)
             dim.validate(name)
             self._dims[name] = dim
@@ -318,29 +337,108 @@ class Space(Mapping[str, Dimension]):
         """Names whose values are static (Python values inside the task)."""
         return tuple(n for n, d in self._dims.items() if d.static)
 
-    def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+    def validate_config(
+        self, config: Mapping[str, Any], *, where: str = "configuration", outside: str = "allow"
+    ) -> dict[str, Any]:
         """Check an explicit configuration against the space; fill fixed values.
+
+        Always raises :class:`SearchSpaceError` (``where`` names the configuration, e.g.
+        ``"trials[3]"``) unless every dimension is given (fixed ones may be left out), no other
+        name is, traced values are numbers, range values are numbers and integer values integers.
+
+        A value *outside the space* -- beyond a range's bounds (compared in float32, the precision
+        the task sees), not among a choice's values, or unlike a fixed value -- is used as given
+        (e.g. a learning rate far above the range, to test divergence; PBT explores such a member
+        back into the space). ``outside``: ``"allow"`` it, ``"warn"`` (an
+        :class:`OutsideSpaceWarning` naming the configuration, the dimension and the bounds; what
+        the front-ends do for explicit lists) or ``"raise"`` a :class:`SearchSpaceError`.
 
         Example:
           >>> from jopt import sweep
-          >>> sweep.Space(lr=sweep.loguniform(1e-3, 1.0), bs=32).validate_config({"lr": 0.1})
+          >>> space = sweep.Space(lr=sweep.loguniform(1e-3, 1.0), bs=32)
+          >>> space.validate_config({"lr": 0.1})
           {'lr': 0.1, 'bs': 32}
+          >>> space.validate_config({"lr": 2.0}, where="trials[1]", outside="raise")
+          Traceback (most recent call last):
+          ...
+          jopt.sweep.space.SearchSpaceError: trials[1]: lr=2.0 is outside the space's bounds [0.001, 1]
         """
+        if outside not in ("allow", "warn", "raise"):
+            raise ValueError(f"outside must be 'allow', 'warn' or 'raise', got {outside!r}")
+        if not isinstance(config, Mapping):
+            raise SearchSpaceError(f"{where} must be a dict of hyperparameter values, got {config!r}")
         unknown = set(config) - set(self._dims)
         if unknown:
-            raise SearchSpaceError(f"configuration has hyperparameters not in the space: {sorted(unknown)}")
+            raise SearchSpaceError(
+                f"{where} has hyperparameters not in the space: {sorted(map(str, unknown))} "
+                f"(the space has {list(self._dims)})"
+            )
+        missing = [n for n, d in self._dims.items() if n not in config and not isinstance(d, Fixed)]
+        if missing:
+            which = ", ".join(repr(n) for n in missing)
+            raise SearchSpaceError(f"{where} {dict(config)!r} lacks hyperparameter {which}")
         out = {}
         for name, dim in self._dims.items():
             if name not in config:
-                if isinstance(dim, Fixed):
-                    out[name] = dim.value
-                    continue
-                raise SearchSpaceError(f"configuration {dict(config)!r} lacks hyperparameter {name!r}")
+                out[name] = dim.value
+                continue
             value = config[name]
             if not dim.static and not _numeric([value]):
-                raise SearchSpaceError(f"{name}: traced hyperparameter needs a number, got {value!r}")
+                raise SearchSpaceError(
+                    f"{where}: {name}: traced hyperparameter needs a number, got {value!r}"
+                )
+            wrong_kind, beyond = _check_value(dim, value)
+            if wrong_kind:
+                raise SearchSpaceError(f"{where}: {name}={value!r} {wrong_kind}")
+            if beyond and outside == "raise":
+                raise SearchSpaceError(f"{where}: {name}={value!r} {beyond}")
+            if beyond and outside == "warn":
+                warnings.warn(
+                    f"{where}: {name}={value!r} {beyond}; it is used as given",
+                    OutsideSpaceWarning,
+                    stacklevel=3,
+                )
             out[name] = value
         return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """``a is b`` or ``a == b`` when that comparison gives a plain bool (arrays compare unequal)."""
+    if a is b:
+        return True
+    try:
+        eq = a == b
+    except Exception:  # noqa: BLE001 - incomparable values are different
+        return False
+    return isinstance(eq, (bool, np.bool_)) and bool(eq)
+
+
+def _check_value(dim: Dimension, value: Any) -> tuple[str | None, str | None]:
+    """``(why value is the wrong kind for dim, why it is outside dim)``, ``None`` where it is not."""
+    if isinstance(dim, Fixed):
+        return None, None if _same(
+            dim.value, value
+        ) else f"differs from the space's fixed value {dim.value!r}"
+    if isinstance(dim, Choice):
+        if dim.static or not _numeric([value]):
+            hit = any(_same(v, value) for v in dim.values)
+        else:  # traced: the task sees the value in the choice's dtype
+            hit = any(bool(np.asarray(v, dim.dtype) == np.asarray(value, dim.dtype)) for v in dim.values)
+        return None, None if hit else f"is not one of the choices {list(dim.values)!r}"
+    if isinstance(dim, (Uniform, Integer)):
+        if isinstance(value, (bool, np.bool_)) or not _numeric([value]):
+            return f"must be a number for a {type(dim).__name__.lower()} dimension", None
+        if isinstance(dim, Integer):
+            if not (math.isfinite(float(value)) and float(value).is_integer()):
+                return f"must be an integer (the dimension is integer({dim.low}, {dim.high}))", None
+            inside = dim.low <= value <= dim.high
+            return None, None if inside else f"is outside the space's bounds [{dim.low}, {dim.high}]"
+        if not math.isfinite(float(value)):
+            return "must be finite", None
+        v32, lo32, hi32 = (np.float32(v) for v in (value, dim.low, dim.high))
+        if not lo32 <= v32 <= hi32:
+            return None, f"is outside the space's bounds [{dim.low:g}, {dim.high:g}]"
+    return None, None
 
 
 class Hyperparams(Mapping[str, Any]):

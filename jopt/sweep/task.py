@@ -60,7 +60,9 @@ __all__ = [
     "bind_group",
     "check_task",
     "eval_objective",
+    "check_task_object",
     "group_hyperparams",
+    "scalar_metrics",
     "supervised_task",
 ]
 
@@ -90,19 +92,72 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
+def _is_number(value: Any) -> bool:
+    """A Python number or a numeric (bool, integer, floating) array or array scalar."""
+    if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        return True
+    dtype = getattr(value, "dtype", None)
+    if not isinstance(value, (jax.Array, np.ndarray)) or dtype is None:
+        return False
+    return bool(jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_))
+
+
+def _describe(value: Any) -> str:
+    """A short description of ``value`` for error messages."""
+    if value is None:
+        return "None"
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        kind = "an array" if isinstance(value, jax.Array) else f"a {type(value).__name__}"
+        return f"{kind} of shape {tuple(shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def scalar_metrics(metrics: Any, what: str) -> dict[str, jax.Array]:
+    """``metrics`` (a dict of numeric scalars) as float32 scalars, else :class:`SearchSpaceError`
+    naming ``what`` (e.g. ``"task.step metrics"``).
+
+    Example:
+      >>> scalar_metrics({"loss": 1}, "task.step metrics")
+      {'loss': Array(1., dtype=float32)}
+      >>> scalar_metrics({"loss": "low"}, "step metrics")
+      Traceback (most recent call last):
+      ...
+      jopt.sweep.space.SearchSpaceError: step metrics must be a dict of numeric scalars; 'loss' is str 'low'
+    """
+    if not isinstance(metrics, Mapping):
+        raise SearchSpaceError(f"{what} must be a dict of numeric scalars, got {_describe(metrics)}")
+    out = {}
+    for k, v in metrics.items():
+        if not isinstance(k, str):
+            raise SearchSpaceError(f"{what} must be a dict with string keys, got key {k!r}")
+        if not _is_number(v) or np.shape(v) != ():
+            raise SearchSpaceError(f"{what} must be a dict of numeric scalars; {k!r} is {_describe(v)}")
+        out[k] = jnp.asarray(v, jnp.float32)
+    return out
+
+
 def eval_objective(task: Task, hp: Hyperparams, state: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Call ``task.evaluate`` and normalize its output to ``(float32 scalar, dict of float32)``."""
+    """Call ``task.evaluate`` and normalize its output to ``(float32 scalar, dict of float32)``.
+
+    Raises:
+      SearchSpaceError: the output is not a numeric scalar objective or ``(objective, metrics)``
+        with ``metrics`` a dict of numeric scalars (raised while tracing, before any compile).
+    """
     out = task.evaluate(hp, state)
+    expected = "task.evaluate must return a scalar objective (or (objective, metrics) with metrics a dict)"
     if isinstance(out, tuple):
         if len(out) != 2:
-            raise SearchSpaceError("task.evaluate must return objective or (objective, metrics)")
+            raise SearchSpaceError(f"{expected}, got a tuple of length {len(out)}")
         objective, metrics = out
     else:
         objective, metrics = out, {}
-    objective = jnp.asarray(objective, jnp.float32)
-    if objective.shape != ():
-        raise SearchSpaceError(f"task.evaluate must return a scalar objective, got shape {objective.shape}")
-    return objective, {k: jnp.asarray(v, jnp.float32) for k, v in dict(metrics).items()}
+    if not _is_number(objective):
+        raise SearchSpaceError(f"{expected}, got {_describe(objective)}")
+    if np.shape(objective) != ():
+        raise SearchSpaceError(f"{expected}, got shape {tuple(np.shape(objective))}")
+    return jnp.asarray(objective, jnp.float32), scalar_metrics(metrics, "task.evaluate metrics")
 
 
 def group_hyperparams(
@@ -145,7 +200,7 @@ def bind_group(task: Task, statics: Mapping[str, Any], num_folds: int | None) ->
 
     def step(hp, state, key):
         state, metrics = task.step(hp_of(hp), state, key)
-        return state, {k: jnp.asarray(v, jnp.float32) for k, v in dict(metrics).items()}
+        return state, scalar_metrics(metrics, "task.step metrics")
 
     return BoundTask(
         lambda hp, key: task.init(hp_of(hp), key),
@@ -170,6 +225,49 @@ _TRACER_ERRORS = (
 )
 
 
+def _state_arrays(state: Any, what: str) -> Any:
+    """``state`` if every leaf is an array or a number, else :class:`SearchSpaceError` naming the leaf."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex)):
+            where = jax.tree_util.keystr(path) or "the state"
+            raise SearchSpaceError(
+                f"{what} must return a pytree of arrays (the training state); {where} is {_describe(leaf)}"
+            )
+    return state
+
+
+def _step_output(out: Any) -> tuple[Any, dict[str, jax.Array]]:
+    """``task.step``'s output checked: ``(state of arrays, dict of numeric scalars)``."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise SearchSpaceError(
+            f"task.step must return (state, metrics) with metrics a dict of scalars, got {_describe(out)}"
+        )
+    return _state_arrays(out[0], "task.step"), scalar_metrics(out[1], "task.step metrics")
+
+
+def check_task_object(task: Any) -> Task:
+    """``task`` if it is a :class:`Task` of callables, else ``ValueError`` naming the bad part.
+
+    Example:
+      >>> try:
+      ...     check_task_object((print, print, print))
+      ... except ValueError as err:
+      ...     print(err)
+      task must be a jopt.sweep.Task(init, step, evaluate) (e.g. from sweep.supervised_task), got tuple
+    """
+    if not isinstance(task, Task):
+        raise ValueError(
+            "task must be a jopt.sweep.Task(init, step, evaluate) (e.g. from sweep.supervised_task), "
+            f"got {type(task).__name__}"
+        )
+    for name in ("init", "step", "evaluate"):
+        if not callable(getattr(task, name)):
+            raise ValueError(f"task.{name} must be a function, got {_describe(getattr(task, name))}")
+    if task.params is not None and not callable(task.params):
+        raise ValueError(f"task.params must be None or a function state -> parameters, got {task.params!r}")
+    return task
+
+
 def _trace(task: Task, statics: Mapping[str, Any], hp_abs: Mapping[str, Any], num_folds: int | None):
     """Abstractly evaluate init, step and evaluate; return the hyperparameter names read."""
     key = jax.eval_shape(lambda: jax.random.key(0))
@@ -182,11 +280,10 @@ def _trace(task: Task, statics: Mapping[str, Any], hp_abs: Mapping[str, Any], nu
         except KeyError as err:
             raise SearchSpaceError(f"task.{name}: {err.args[0] if err.args else err}") from None
 
-    state = phase("init", lambda h, k: task.init(hp_of(h), k), hp_abs, key)
-    out = phase("step", lambda h, s, k: task.step(hp_of(h), s, k), hp_abs, state, key)
-    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping)):
-        raise SearchSpaceError("task.step must return (state, metrics) with metrics a dict of scalars")
-    new_state, metrics = out
+    state = phase("init", lambda h, k: _state_arrays(task.init(hp_of(h), k), "task.init"), hp_abs, key)
+    new_state, metrics = phase(
+        "step", lambda h, s, k: _step_output(task.step(hp_of(h), s, k)), hp_abs, state, key
+    )
     if jax.tree.structure(new_state) != jax.tree.structure(state) or any(
         (a.shape, a.dtype) != (b.shape, b.dtype)
         for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state), strict=True)
@@ -196,9 +293,6 @@ def _trace(task: Task, statics: Mapping[str, Any], hp_abs: Mapping[str, Any], nu
             f"init gave {jax.tree.map(lambda a: (a.shape, str(a.dtype)), state)}, "
             f"step gave {jax.tree.map(lambda a: (a.shape, str(a.dtype)), new_state)}"
         )
-    bad = {k: v.shape for k, v in metrics.items() if v.shape != ()}
-    if bad:
-        raise SearchSpaceError(f"task.step metrics must be scalars, got shapes {bad}")
     phase("evaluate", lambda h, s: eval_objective(task, hp_of(h), s), hp_abs, state)
     return seen
 
@@ -233,8 +327,7 @@ def check_task(
     Warns:
       UserWarning: when a traced hyperparameter of the space is never read.
     """
-    if not isinstance(task, Task):
-        raise TypeError(f"expected a jopt.sweep.Task, got {type(task).__name__}")
+    check_task_object(task)
     if configs is None:
         from jopt.sweep.samplers import sample
 
@@ -276,6 +369,63 @@ def check_task(
 def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     logp = jax.nn.log_softmax(logits)
     return -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+
+
+_DATA_FIELDS = ("x_train", "y_train", "x_val", "y_val")
+
+
+def _check_data(data: Any) -> int:
+    """The number of training examples of a valid ``data``, else ``ValueError`` naming the field.
+
+    Inputs and labels of a split must have the same length (a shorter label array would be read
+    out of bounds, which JAX clamps: wrong labels, silently); labels must be integers in
+    ``[0, num_classes)``. Inputs are not scanned for NaN: a NaN input makes the trials that see it
+    diverge, which the results report.
+    """
+    missing = [f for f in _DATA_FIELDS if not hasattr(getattr(data, f, None), "shape")]
+    if missing:
+        raise ValueError(
+            "data must be a jopt.datasets.Dataset (arrays x_train, y_train, x_val, y_val and "
+            f"num_classes); {_describe(data)} lacks {', '.join(missing)}"
+        )
+    for split in ("train", "val"):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        if len(x.shape) < 1 or len(y.shape) != 1 or x.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"data.x_{split} and data.y_{split} must have the same length (one label per example, "
+                f"y one-dimensional), got shapes {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        if not jnp.issubdtype(y.dtype, jnp.integer):
+            raise ValueError(f"data.y_{split} must hold integer class labels, got dtype {y.dtype}")
+    if data.x_train.shape[0] < 1:
+        raise ValueError("data.x_train is empty: the training set needs at least one example")
+    if tuple(data.x_train.shape[1:]) != tuple(data.x_val.shape[1:]):
+        raise ValueError(
+            "data.x_train and data.x_val must have the same example shape, got "
+            f"{tuple(data.x_train.shape[1:])} and {tuple(data.x_val.shape[1:])}"
+        )
+    classes = getattr(data, "num_classes", None)
+    if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+        for split in ("train", "val"):
+            y = np.asarray(getattr(data, f"y_{split}"))
+            if y.size and (y.min() < 0 or y.max() >= classes):
+                raise ValueError(
+                    f"data.y_{split} must hold labels in [0, num_classes={classes}), got values in "
+                    f"[{y.min()}, {y.max()}]"
+                )
+    return int(data.x_train.shape[0])
+
+
+def _check_batch_size(value: Any, n_train: int) -> int:
+    """``batch_size`` as an int in ``[1, n_train]``, else :class:`SearchSpaceError` naming it."""
+    if isinstance(value, jax.Array) and value.shape == ():
+        value = int(value)  # a traced value raises here: check_task says to declare it static
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= n_train:
+        raise SearchSpaceError(
+            f"batch_size must be an int in [1, {n_train}] (the training examples) or a function "
+            f"hp -> such an int, got {value!r}"
+        )
+    return int(value)
 
 
 def _resolve(value: Any, hp: Hyperparams) -> Any:
@@ -325,10 +475,24 @@ def supervised_task(
       ...     data, batch_size=16)
       >>> sweep.check_task(task, sweep.Space(lr=sweep.loguniform(1e-3, 1.0)))
     """
+    if not (hasattr(model, "init") and hasattr(model, "apply")) and not callable(model):
+        raise ValueError(f"model must be a flax Module or a function hp -> Module, got {_describe(model)}")
+    if not callable(optimizer):
+        raise ValueError(
+            f"optimizer must be a function hp -> GradientTransformation, got {_describe(optimizer)}"
+        )
     if objective not in ("loss", "error"):
         raise ValueError(f"objective must be 'loss' or 'error', got {objective!r}")
+    if eval_params is not None and not callable(eval_params):
+        raise ValueError(
+            f"eval_params must be None or a function (opt_state, params) -> params, got {eval_params!r}"
+        )
+    if isinstance(fold_seed, bool) or not isinstance(fold_seed, (int, np.integer)) or fold_seed < 0:
+        raise ValueError(f"fold_seed must be a non-negative int, got {fold_seed!r}")
+    n_train = _check_data(data)
+    if not callable(batch_size):
+        _check_batch_size(batch_size, n_train)
     splits: dict[int, folds_lib.FoldSplit] = {}
-    n_train = int(data.x_train.shape[0])
 
     def split_for(k: int) -> folds_lib.FoldSplit:
         if k not in splits:
@@ -344,7 +508,8 @@ def supervised_task(
         return TrainState(params, optimizer(hp).init(params))
 
     def step(hp, state, key):
-        module, tx, bs = _resolve(model, hp), optimizer(hp), int(_resolve(batch_size, hp))
+        module, tx = _resolve(model, hp), optimizer(hp)
+        bs = _check_batch_size(_resolve(batch_size, hp), n_train)
         if hp.num_folds:
             idx = folds_lib.sample_train(split_for(hp.num_folds), hp["fold"], key, bs)
         else:
