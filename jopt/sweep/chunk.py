@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from jopt.sweep import programs as P
-from jopt.sweep.transfer import to_device, to_host
+from jopt.sweep.transfer import put, to_device, to_host
 
 __all__ = ["Chunk", "Member", "host_rows"]
 
@@ -136,7 +136,7 @@ class Chunk:
 
     def hp_device(self):
         if self._hp_device is None:
-            self._hp_device = jax.device_put(self.hp, self.programs.sharding)
+            self._hp_device = put(self.hp, self.programs.sharding)
         return self._hp_device
 
     def flush(self) -> bool:
@@ -150,7 +150,7 @@ class Chunk:
         # the key stream stays with the slot: key_src is the identity
         key_src = np.arange(self.size, dtype=np.int32)
         args = (self._src, key_src, self._fresh, status, self._keys[0], self._keys[1])
-        dev = jax.device_put(args, self.programs.sharding)
+        dev = put(args, self.programs.sharding)
         self.carry = self.programs.update(self.hp_device(), self.carry, *dev)
         self.status = status
         self._host = None
@@ -218,7 +218,7 @@ class Chunk:
             for _, _, origin, positions in layout:
                 keys[0, positions], keys[1, positions] = origin[1], origin[2]
             keys[:, pos:] = keys[:, :1]
-            dev = jax.device_put((keys[0], keys[1], status), progs.sharding)
+            dev = put((keys[0], keys[1], status), progs.sharding)
             chunk.carry = progs.init(chunk.hp_device(), *dev)
             chunk.status = status
             return chunk
@@ -227,7 +227,7 @@ class Chunk:
             for _, _, origin, positions in layout:
                 if origin[0] == "slots":
                     idx[positions] = origin[1]
-            dev = jax.device_put((idx, status), progs.sharding)
+            dev = put((idx, status), progs.sharding)
             chunk.carry = plan.gather(source.programs, progs, source.carry, *dev)
         else:
             rows: list[Any] = [None] * size

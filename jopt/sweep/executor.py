@@ -111,8 +111,8 @@ class Executor:
     def run(self) -> SweepResult:
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=self.sampler.total, disable=not self.options.progress, desc="sweep",
-                         unit="trial", leave=True)  # fmt: skip
+        quiet = not self.options.progress or jax.process_index() != 0  # one bar per job
+        self._bar = tqdm(total=self.sampler.total, disable=quiet, desc="sweep", unit="trial", leave=True)
         try:
             done = self._open_checkpoint()
             while not done and self._prepare():
@@ -159,7 +159,14 @@ class Executor:
 
     def _timed_out(self) -> bool:
         limit = self.options.timeout
-        return limit is not None and time.perf_counter() - self._t0 + self._last_seconds > limit
+        if limit is None:
+            return False
+        out = time.perf_counter() - self._t0 + self._last_seconds > limit
+        if jax.process_count() > 1:  # every process must take the same decision: process 0's
+            from jax.experimental import multihost_utils
+
+            out = bool(multihost_utils.broadcast_one_to_all(np.bool_(out)))
+        return out
 
     # ================================================================== proposals and queues
     def _ask(self, k: int) -> list[tuple[int, tuple]]:

@@ -54,6 +54,22 @@ def _hash_array(digest: Any, x: Any) -> None:
         digest.update(np.ascontiguousarray(np.asarray(x)).tobytes())
 
 
+def _check_processes(mesh: jax.sharding.Mesh, options: Options) -> None:
+    """With several processes every process must own devices of the mesh (each runs the same
+    programs on its own shards)."""
+    if jax.process_count() == 1:
+        return
+    owners = {d.process_index for d in mesh.devices.flat}
+    missing = sorted(set(range(jax.process_count())) - owners)
+    if missing:
+        raise ValueError(
+            f"a multi-process sweep shards trials over the devices of every process, but the mesh of "
+            f"{mesh.devices.size} device(s) has none of process(es) {missing}: give devices=None (all "
+            f"{jax.device_count()}), or a max_parallel / memory_budget that fits at least one member "
+            "per device"
+        )
+
+
 def group_label(group: tuple) -> str:
     """A static group's name in statistics (``"-"`` without static hyperparameters)."""
     return ", ".join(group) or "-"
@@ -89,6 +105,7 @@ class Plan:
         fewest = min(caps, default=mesh.devices.size)
         if fewest < mesh.devices.size:  # fewer members at once than devices: use as many devices
             mesh = P.make_mesh(list(mesh.devices.flat[:fewest]))
+        _check_processes(mesh, options)
         self.mesh = mesh
         self.num_devices = int(mesh.devices.size)
 

@@ -449,6 +449,6 @@ def member_keys(seed: int, trials: np.ndarray, folds: np.ndarray) -> tuple[np.nd
     padded = max(_KEY_BLOCK, -(-n // _KEY_BLOCK) * _KEY_BLOCK)
     t, f = np.zeros(padded, np.uint32), np.zeros(padded, np.uint32)
     t[:n], f[:n] = trials, folds
-    cpu = jax.devices("cpu")[0]
+    cpu = jax.local_devices(backend="cpu")[0]
     init, train = _member_keys(*jax.device_put((np.uint32(seed), t, f), cpu))
     return np.asarray(init)[:n], np.asarray(train)[:n]

@@ -32,7 +32,16 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["check_host", "host_abstract", "is_key", "key_impl_name", "restore_keys", "to_device", "to_host"]
+__all__ = [
+    "check_host",
+    "host_abstract",
+    "is_key",
+    "key_impl_name",
+    "put",
+    "restore_keys",
+    "to_device",
+    "to_host",
+]
 
 
 def is_key(x: Any) -> bool:
@@ -84,11 +93,23 @@ def _wrap(abstract: Any, value: Any) -> Any:
     return jax.random.wrap_key_data(value, impl=key_impl_name(abstract))
 
 
+def put(host: Any, sharding: Any) -> Any:
+    """Host arrays placed with ``sharding``. With several processes every process passes the
+    same values and each one places only its own devices' shards (no collective)."""
+    if jax.process_count() == 1:
+        return jax.device_put(host, sharding)
+
+    def one(x: Any) -> jax.Array:
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(one, host)
+
+
 def to_device(host: Any, abstract: Any, sharding: Any) -> Any:
-    """``host`` (a :func:`to_host` tree with ``abstract``'s structure) placed with ``sharding``,
-    key leaves wrapped back into keys. Every process passes the same host values."""
-    placed = jax.device_put(host, sharding)
-    return jax.tree.map(_wrap, abstract, placed)
+    """``host`` (a :func:`to_host` tree with ``abstract``'s structure) placed with ``sharding``
+    (see :func:`put`), key leaves wrapped back into keys."""
+    return jax.tree.map(_wrap, abstract, put(host, sharding))
 
 
 def restore_keys(host: Any, abstract: Any) -> Any:

@@ -1,0 +1,98 @@
+"""One process of a multi-process sweep (used by ``tests/test_sweep_multiprocess.py``).
+
+Run as a script, one copy per process (the same arguments but ``--process-id``)::
+
+    python tests/sweep_process_worker.py --coordinator 127.0.0.1:PORT --num-processes 2 \
+        --process-id 0 --local-devices 2 --out /tmp/sweep0 [--checkpoint-dir D] [--stop-at B]
+
+Each process simulates ``--local-devices`` CPU devices, joins the job with
+``jax.distributed.initialize`` and runs the *same* ``jopt.sweep.run`` call; the trial axis is
+sharded over every device of every process. It writes what its own copy of the result says
+(``OUT.json``: every trial's status and objective history, the best trial; ``OUT.npz``: the
+best trial's parameters). With ``--stop-at B`` the sweep is interrupted at segment boundary
+``B`` (after the checkpoint of that boundary is written), as a killed job would be.
+
+Importing this module (as the test does for :data:`KW` and :func:`describe`) has no side effects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+KW = dict(steps=6, eval_every=2, seed=0, max_parallel=8, progress=False, patience=2)
+TRIALS = 12  # 2 chunks of 8 slots on 4 devices: a refill and a second chunk
+
+if __name__ == "__main__":  # device flags must be set before JAX is imported
+    _parser = argparse.ArgumentParser(description=__doc__)
+    _parser.add_argument("--coordinator", required=True)
+    _parser.add_argument("--num-processes", type=int, required=True)
+    _parser.add_argument("--process-id", type=int, required=True)
+    _parser.add_argument("--local-devices", type=int, default=2)
+    _parser.add_argument("--out", required=True)
+    _parser.add_argument("--checkpoint-dir", default=None)
+    _parser.add_argument("--stop-at", type=int, default=None)
+    _parser.add_argument("--timeout", type=int, default=60, help="seconds to wait for the other processes")
+    ARGS = _parser.parse_args()
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ARGS.local_devices}"
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def describe(result) -> dict:
+    """The parts of a SweepResult that every process must agree on (JSON-ready)."""
+    return {
+        "trials": [
+            {
+                "trial": t.trial,
+                "status": t.status,
+                "steps": t.steps_trained,
+                "objective": t.history["objective"],
+            }
+            for t in result.trials
+        ],
+        "best": result.best.trial,
+        "devices": result.stats["devices"],
+    }
+
+
+class Stop(Exception):
+    """The interruption of ``--stop-at``."""
+
+
+def main(args) -> None:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+        initialization_timeout=args.timeout,
+    )
+    from jopt import sweep
+    from tests.sweep_helpers import SPACE, make_task
+
+    def hook(boundary: int) -> None:
+        if boundary == args.stop_at:
+            raise Stop
+
+    try:
+        result = sweep.run(
+            make_task(), SPACE, TRIALS, checkpoint_dir=args.checkpoint_dir, _on_segment=hook, **KW
+        )
+    except Stop:
+        jax.distributed.shutdown()
+        return
+    with open(args.out + ".json", "w") as f:
+        json.dump(describe(result), f)
+    leaves = jax.tree.leaves(result.params())
+    np.savez(args.out + ".npz", *[np.asarray(x) for x in leaves])
+    jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main(ARGS)
