@@ -18,10 +18,12 @@ def _loss(w, x, y):
     return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
 
-def make_task(*, hidden_static: bool = False) -> sweep.Task:
+def make_task(*, hidden_static: bool = False, shard: bool = False) -> sweep.Task:
     """Softmax regression trained with Adam(b1) + decoupled weight decay, batch 16.
 
-    With ``hidden_static``, ``hp["batch_size"]`` (static) sets the minibatch size.
+    With ``hidden_static``, ``hp["batch_size"]`` (static) sets the minibatch size; with
+    ``shard`` the minibatch is marked with ``sweep.shard_batch`` (split over a member's devices
+    when the sweep has ``data_parallel > 1``).
     """
 
     def optimizer(hp):
@@ -39,7 +41,10 @@ def make_task(*, hidden_static: bool = False) -> sweep.Task:
         params, opt_state = state
         bs = hp["batch_size"] if hidden_static else 16
         idx = jax.random.randint(key, (bs,), 0, DATA.x_train.shape[0])
-        loss, g = jax.value_and_grad(_loss)(params, DATA.x_train[idx], DATA.y_train[idx])
+        xb, yb = DATA.x_train[idx], DATA.y_train[idx]
+        if shard:
+            xb, yb = sweep.shard_batch((xb, yb))
+        loss, g = jax.value_and_grad(_loss)(params, xb, yb)
         u, opt_state = optimizer(hp).update(g, opt_state, params)
         return (jopt.apply_updates(params, u), opt_state), {"loss": loss}
 

@@ -96,6 +96,7 @@ from jopt.sweep.space import (
     loguniform,
     uniform,
 )
+from jopt.sweep.programs import shard_batch
 from jopt.sweep.task import Task, TrainState, check_task, supervised_task
 
 __all__ = [
@@ -141,6 +142,7 @@ __all__ = [
     "propose",
     "run",
     "sample",
+    "shard_batch",
     "successive_halving",
     "supervised_task",
     "uniform",

@@ -230,7 +230,7 @@ class Executor:
         if self.sampler.total is not None:
             return self.sampler.total
         cap = self.options.max_parallel
-        return max(1, (cap or self.plan.num_devices) // self.k)
+        return max(1, (cap or self.plan.trial_shards) // self.k)
 
     def _chunk_trials(self, group: tuple) -> int:
         waiting = len(self.queues.get(group, []))
@@ -530,7 +530,7 @@ class Executor:
             lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype), self.plan.abstract_carry(group)
         )
         check_host(host, batched, "the chunk's loop state")
-        if size % self.plan.num_devices == 0:
+        if size % self.plan.trial_shards == 0:
             return Chunk.restore(self.plan, group, size, slots, status, jax.tree.leaves(host), hp)
         # another device count: repack the occupied slots into a chunk of a valid size
         trials = list(dict.fromkeys(m[0] for m in slots if m is not None))

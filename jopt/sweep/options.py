@@ -114,6 +114,7 @@ class Options:
     progress: bool = True
     check_params: bool = True
     timeout: float | None = None
+    data_parallel: int = 1
 
     @property
     def sign(self) -> float:
@@ -230,6 +231,7 @@ def make_options(
     progress: bool = True,
     check_params: bool = True,
     timeout: float | None = None,
+    data_parallel: int = 1,
 ) -> Options:
     """Validate the shared options of a search.
 
@@ -252,6 +254,9 @@ def make_options(
       check_params: also treat a non-finite training *state* as divergence (not only metrics).
       timeout: seconds of wall time: no segment starts that would end after it (estimated from
         the last one); trials still running then are pruned.
+      data_parallel: devices per member: the mesh becomes ``("trials", "data")`` and a task's
+        minibatch marked with :func:`jopt.sweep.shard_batch` is split over a member's devices.
+        Must divide the device count.
 
     Raises:
       ValueError: naming the first bad argument.
@@ -282,11 +287,16 @@ def make_options(
         if not isinstance(checkpoint_dir, (str, os.PathLike)) or not str(checkpoint_dir):
             raise ValueError(f"checkpoint_dir must be None or a directory path, got {checkpoint_dir!r}")
         checkpoint_dir = os.fspath(checkpoint_dir)
+    data_parallel = check_int("data_parallel", data_parallel)
+    if data_parallel > len(jax.devices()) and devices is None:
+        raise ValueError(
+            f"data_parallel must be at most the {len(jax.devices())} devices, got {data_parallel}"
+        )
     for name, flag in (("progress", progress), ("check_params", check_params)):
         if not isinstance(flag, (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {flag!r}")
     return Options(
         int(steps), int(eval_every), mode, seed, max_parallel, budget, devices, patience, float(min_delta),
         folds, checkpoint_dir, keep_states, bool(progress), bool(check_params),
-        None if timeout is None else float(timeout),
+        None if timeout is None else float(timeout), data_parallel,
     )  # fmt: skip

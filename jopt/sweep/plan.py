@@ -98,16 +98,18 @@ class Plan:
             check_task(task, space, list(groups.values()), num_folds=options.folds)
             for g, c in groups.items():
                 self._add(g, c, checked=True)
-        mesh = P.make_mesh(options.devices)
+        dp = options.data_parallel
+        mesh = P.make_mesh(options.devices, dp)
         caps = [c for c in (self.cap(g) for g in self.statics) if c is not None]
         if options.max_parallel is not None:
             caps.append(options.max_parallel)
-        fewest = min(caps, default=mesh.devices.size)
-        if fewest < mesh.devices.size:  # fewer members at once than devices: use as many devices
-            mesh = P.make_mesh(list(mesh.devices.flat[:fewest]))
+        shards = mesh.shape[P.TRIALS_AXIS]
+        fewest = min(caps, default=shards)
+        if fewest < shards:  # fewer members at once than trial shards: use as many devices
+            mesh = P.make_mesh(list(mesh.devices.flat[: fewest * dp]), dp)
         _check_processes(mesh, options)
         self.mesh = mesh
-        self.num_devices = int(mesh.devices.size)
+        self.trial_shards = int(mesh.shape[P.TRIALS_AXIS])  # chunks are multiples of this
 
     # ------------------------------------------------------------------ groups
     def group_of(self, config: Mapping[str, Any]) -> tuple:
@@ -159,7 +161,7 @@ class Plan:
         cap = self.cap(group)
         if cap is not None and cap < k:
             raise ValueError(f"a chunk must hold one trial's {k} folds, but at most {cap} members fit")
-        size = P.chunk_size(max(members, k), self.num_devices, cap)
+        size = P.chunk_size(max(members, k), self.trial_shards, cap)
         return max(size, k)
 
     def abstract_carry(self, group: tuple) -> P.Carry:
@@ -226,6 +228,7 @@ class Plan:
             "compile_seconds": sum(p.compile_seconds for p in progs),
             "groups": len({g for g, _ in self._programs}),
             "chunk_sizes": sizes,
-            "devices": self.num_devices,
+            "devices": int(self.mesh.devices.size),
+            "data_parallel": self.options.data_parallel,
             "bytes_per_member": max((self.member_bytes(g) for g in self.statics), default=0),
         }

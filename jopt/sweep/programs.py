@@ -30,12 +30,17 @@ Inside ``segment``, per member (``jnp.where`` on scalars and whole states, no Py
   after ``patience`` evaluations without an improvement of more than ``min_delta`` the member is
   *stopped*: its state is reset to its best state and stops changing.
 
-The member axis is sharded over a 1-D ``("trials",)`` device mesh; within one compiled chunk a
-member's result does not depend on the other members or on its slot.
+The member axis is sharded over the ``"trials"`` axis of the device mesh; within one compiled
+chunk a member's result does not depend on the other members or on its slot. With
+``data_parallel=d`` the mesh is ``("trials", "data")`` with ``d`` devices per member: the
+members are vmapped with ``spmd_axis_name="trials"`` and a task that marks its minibatch with
+:func:`shard_batch` has each member's batch split over its ``d`` devices (gradients reduced by
+the compiler).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -65,6 +70,7 @@ __all__ = [
     "gather",
     "make_mesh",
     "member_keys",
+    "shard_batch",
     "tree_all_finite",
     "tree_bytes",
     "tree_where",
@@ -72,6 +78,7 @@ __all__ = [
 
 RUNNING, DIVERGED, STOPPED, INACTIVE = 0, 1, 2, 3
 TRIALS_AXIS = "trials"
+DATA_AXIS = "data"
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}  # init/update run rarely: compile fast
 
 
@@ -178,8 +185,9 @@ def tree_bytes(tree: Any) -> int:
 # ----------------------------------------------------------------------------- planning helpers
 
 
-def make_mesh(devices: int | Sequence[Any] | None = None) -> jax.sharding.Mesh:
-    """A 1-D ``("trials",)`` mesh over ``devices`` (a count, a list, or ``None`` for all)."""
+def make_mesh(devices: int | Sequence[Any] | None = None, data_parallel: int = 1) -> jax.sharding.Mesh:
+    """A ``("trials",)`` mesh over ``devices`` (a count, a list, or ``None`` for all), or with
+    ``data_parallel > 1`` a ``("trials", "data")`` mesh with that many devices per member."""
     if devices is None:
         devs = jax.devices()
     elif isinstance(devices, int):
@@ -189,7 +197,36 @@ def make_mesh(devices: int | Sequence[Any] | None = None) -> jax.sharding.Mesh:
         devs = available[:devices]
     else:
         devs = list(devices)
-    return jax.make_mesh((len(devs),), (TRIALS_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devs)
+    if len(devs) % data_parallel:
+        raise ValueError(f"data_parallel={data_parallel} must divide the number of devices ({len(devs)})")
+    if data_parallel == 1:
+        return jax.make_mesh(
+            (len(devs),), (TRIALS_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devs
+        )
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    shape = (len(devs) // data_parallel, data_parallel)
+    return jax.make_mesh(shape, (TRIALS_AXIS, DATA_AXIS), axis_types=auto, devices=devs)
+
+
+def shard_batch(batch: Any, axis: int = 0) -> Any:
+    """Mark a minibatch (an array or a tree of arrays) to be split along ``axis`` over the
+    ``"data"`` devices of its member, in a sweep with ``data_parallel > 1``; unchanged
+    otherwise (so a task calls it unconditionally).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> shard_batch(jnp.ones((4, 2))).shape  # outside a data-parallel sweep: the identity
+      (4, 2)
+    """
+    if DATA_AXIS not in jax.sharding.get_abstract_mesh().axis_names:
+        return batch
+
+    def one(x: Any) -> Any:
+        spec = [None] * jnp.ndim(x)
+        spec[axis] = DATA_AXIS
+        return jax.lax.with_sharding_constraint(x, PartitionSpec(*spec))
+
+    return jax.tree.map(one, batch)
 
 
 def chunk_size(members: int, num_devices: int, cap: int | None) -> int:
@@ -340,19 +377,30 @@ class GroupPrograms:
         self.compiled, self.compile_seconds = 0, 0.0
         self._programs: dict[str, Any] = {}
         self._carry_abstract = None
+        self._data_parallel = DATA_AXIS in mesh.axis_names
+        self._vmap = (
+            functools.partial(jax.vmap, spmd_axis_name=TRIALS_AXIS) if self._data_parallel else jax.vmap
+        )
 
     def _program(self, name: str, lower: Callable[[], Any], options: dict | None = None):
         if name not in self._programs:
             t0 = time.perf_counter()
-            prog, fresh = _cached(self.key + (name,), lambda: lower().compile(options))
+            prog, fresh = _cached(self.key + (name,), lambda: self._lower(lower).compile(options))
             if fresh:
                 self.compiled += 1
                 self.compile_seconds += time.perf_counter() - t0
             self._programs[name] = prog
         return self._programs[name]
 
+    def _lower(self, lower: Callable[[], Any]) -> Any:
+        """Lower under the mesh when members span a data axis (for :func:`shard_batch`)."""
+        if not self._data_parallel:
+            return lower()
+        with jax.set_mesh(self.mesh):
+            return lower()
+
     def _init_jit(self):
-        return jax.jit(jax.vmap(self._init_member), in_shardings=self.sharding, out_shardings=self.sharding)
+        return jax.jit(self._vmap(self._init_member), in_shardings=self.sharding, out_shardings=self.sharding)
 
     @property
     def carry_abstract(self) -> Carry:
@@ -375,7 +423,7 @@ class GroupPrograms:
         """One segment of every slot."""
 
         def lower():
-            jitted = jax.jit(jax.vmap(self._segment_member), in_shardings=self.sharding,
+            jitted = jax.jit(self._vmap(self._segment_member), in_shardings=self.sharding,
                              out_shardings=self.sharding)  # fmt: skip
             return jitted.lower(self.hp_abstract, self.carry_abstract)
 
@@ -383,11 +431,11 @@ class GroupPrograms:
 
     def update(self, hp, carry: Carry, src, key_src, fresh, status, init_keys, train_keys) -> Carry:
         """Copy, re-initialise and re-status slots between segments (see the module docstring)."""
-        init_member = self._init_member
+        init_member, vmap = self._init_member, self._vmap
 
         def update(hp, carry, src, key_src, fresh, status, init_keys, train_keys):
             moved = jax.tree.map(lambda x: x[src], carry)._replace(key=carry.key[key_src])
-            new = jax.vmap(init_member)(hp, init_keys, train_keys, status)
+            new = vmap(init_member)(hp, init_keys, train_keys, status)
             out = tree_where(fresh, new, moved)
             return out._replace(status=status)
 
