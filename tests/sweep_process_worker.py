@@ -10,7 +10,8 @@ Each process simulates ``--local-devices`` CPU devices, joins the job with
 sharded over every device of every process. It writes what its own copy of the result says
 (``OUT.json``: every trial's status and objective history, the best trial; ``OUT.npz``: the
 best trial's parameters). With ``--stop-at B`` the sweep is interrupted at segment boundary
-``B`` (after the checkpoint of that boundary is written), as a killed job would be.
+``B`` (after the checkpoint of that boundary is written), as a killed job would be; with
+``--data-parallel D`` each member's minibatch is split over ``D`` devices.
 
 Importing this module (as the test does for :data:`KW` and :func:`describe`) has no side effects.
 """
@@ -34,6 +35,7 @@ if __name__ == "__main__":  # device flags must be set before JAX is imported
     _parser.add_argument("--out", required=True)
     _parser.add_argument("--checkpoint-dir", default=None)
     _parser.add_argument("--stop-at", type=int, default=None)
+    _parser.add_argument("--data-parallel", type=int, default=1)
     _parser.add_argument("--timeout", type=int, default=60, help="seconds to wait for the other processes")
     ARGS = _parser.parse_args()
     os.environ["JAX_PLATFORMS"] = "cpu"
