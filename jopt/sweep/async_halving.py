@@ -55,7 +55,7 @@ import numpy as np
 from jopt.sweep.engine import as_space, configs_of, search
 from jopt.sweep.halving import _check_eta, rung_budgets
 from jopt.sweep.history import History, encode_config
-from jopt.sweep.options import check_int, validate_options
+from jopt.sweep.options import check_int, check_option_names, validate_options
 from jopt.sweep.results import SweepResult
 from jopt.sweep.samplers import ListSampler, StreamSampler
 from jopt.sweep.scheduler import PRUNE, TrialScheduler
@@ -123,6 +123,7 @@ def asha(
       ``stats`` adds ``budgets``, ``eta``, ``trial_steps``, ``slot_steps`` and ``utilization``.
     """
     t_start = time.perf_counter()
+    check_option_names(options, where="asha", own=ASHA_ARGS, fixed=("steps", "eval_every"))
     eta = _check_eta(eta)
     ladder, e = rung_budgets(max_steps, min_steps=min_steps, eta=eta, eval_every=eval_every, budgets=budgets)
     opts = validate_options(options, where="asha", own=ASHA_ARGS, steps=ladder[-1], eval_every=e)

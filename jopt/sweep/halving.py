@@ -72,7 +72,7 @@ import numpy as np
 
 from jopt.sweep.engine import as_space, configs_of, search
 from jopt.sweep.history import FINAL, encode_config
-from jopt.sweep.options import check_int, validate_options
+from jopt.sweep.options import check_int, check_option_names, validate_options
 from jopt.sweep.results import SweepResult
 from jopt.sweep.samplers import Proposal, Sampler, sample
 from jopt.sweep.scheduler import PAUSE, TrialScheduler
@@ -361,6 +361,7 @@ def successive_halving(
     Raises:
       ValueError: ``eta <= 1``, bad budgets, fewer trials than ``eta``, ... (before any compile).
     """
+    check_option_names(options, where="successive_halving", own=SH_ARGS, fixed=("steps", "eval_every"))
     eta = _check_eta(eta)
     ladder, e = rung_budgets(max_steps, min_steps=min_steps, eta=eta, eval_every=eval_every, budgets=budgets)
     check_int("min_batch", min_batch)
@@ -402,6 +403,7 @@ def hyperband(
       A :class:`~jopt.sweep.results.SweepResult`; ``TrialResult.rung`` indexes the common budget
       ladder ``stats["budgets"]``; ``stats["brackets"]`` lists ``(s, n_s, first trial id)``.
     """
+    check_option_names(options, where="hyperband", own=HYPERBAND_ARGS, fixed=("steps", "eval_every"))
     eta = _check_eta(eta)
     ladder, e = rung_budgets(max_steps, min_steps=min_steps, eta=eta, eval_every=eval_every)
     check_int("min_batch", min_batch)

@@ -77,7 +77,7 @@ import numpy as np
 
 from jopt.sweep.engine import as_space, configs_of, search
 from jopt.sweep.history import encode_config
-from jopt.sweep.options import validate_options
+from jopt.sweep.options import check_option_names, validate_options
 from jopt.sweep.results import SweepResult
 from jopt.sweep.samplers import ListSampler, sample
 from jopt.sweep.scheduler import Exploit, TrialScheduler
@@ -334,6 +334,7 @@ def pbt(
         population that does not fit one chunk; raised before any compile.
     """
     t_start = time.perf_counter()
+    check_option_names(options, where="pbt", own=PBT_ARGS, fixed=("steps", "eval_every"))
     factors, p = _check_args(steps, eval_every, quantile, perturb, resample_probability)
     opts = validate_options(options, where="pbt", own=PBT_ARGS, steps=steps, eval_every=eval_every)
     check_task_object(task)

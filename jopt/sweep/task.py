@@ -242,6 +242,11 @@ def _step_output(out: Any) -> tuple[Any, dict[str, jax.Array]]:
         raise SearchSpaceError(
             f"task.step must return (state, metrics) with metrics a dict of scalars, got {_describe(out)}"
         )
+    if not isinstance(out[1], Mapping):
+        raise SearchSpaceError(
+            "task.step must return (state, metrics) with metrics a dict of scalars; its second element "
+            f"is {_describe(out[1])}"
+        )
     return _state_arrays(out[0], "task.step"), scalar_metrics(out[1], "task.step metrics")
 
 
@@ -323,7 +328,9 @@ def check_task(
       SearchSpaceError: a task function reads a name not in the space; a traced
         hyperparameter is used where a concrete value is needed (e.g. a shape) --
         the message names it and says to declare it static; ``step`` changes the
-        state's structure; metrics or objective are not scalars.
+        state's structure; init's state is not a pytree of arrays; metrics are not a dict of
+        numeric scalars; the objective is not a numeric scalar (each message names the function).
+      ValueError: ``task`` is not a :class:`Task` of functions.
     Warns:
       UserWarning: when a traced hyperparameter of the space is never read.
     """
@@ -451,7 +458,8 @@ def supervised_task(
         or a function ``hp -> Module`` (static hyperparameters such as a width).
       optimizer: ``hp -> GradientTransformation``; pass traced hyperparameters
         straight in, e.g. ``lambda hp: jopt.adamw(hp["learning_rate"], weight_decay=hp["wd"])``.
-      data: a :class:`jopt.datasets.Dataset` (``x_train, y_train, x_val, y_val``).
+      data: a :class:`jopt.datasets.Dataset` (``x_train, y_train, x_val, y_val``; device or
+        NumPy arrays; one integer label in ``[0, num_classes)`` per example).
       batch_size: an int or ``hp -> int`` (a static hyperparameter).
       objective: ``"loss"`` (validation cross-entropy) or ``"error"`` (1 - accuracy); minimize either.
       fold_seed: shuffle seed of the k-fold split in a cross-validated sweep
@@ -464,6 +472,13 @@ def supervised_task(
     Returns:
       A :class:`Task` with :class:`TrainState` states, training metric ``loss`` and
       evaluation metrics ``loss`` and ``accuracy``.
+
+    Raises:
+      ValueError: naming the bad argument: ``model``, ``optimizer`` or ``eval_params`` not
+        callable, ``objective`` unknown, ``fold_seed`` negative, ``batch_size`` not an int in
+        ``[1, len(x_train)]`` (a function's value is checked when the task is traced), ``data``
+        without the four arrays, inputs and labels of different lengths, labels not integers in
+        ``[0, num_classes)``. Inputs are not scanned for NaN (trials that see one diverge).
 
     Example:
       >>> import flax.linen as nn, jopt
@@ -492,6 +507,11 @@ def supervised_task(
     n_train = _check_data(data)
     if not callable(batch_size):
         _check_batch_size(batch_size, n_train)
+    # on the device: NumPy arrays cannot be indexed by traced minibatch indices
+    x_train, y_train, x_val, y_val = (
+        a if isinstance(a, jax.Array) else jax.device_put(np.asarray(a))
+        for a in (getattr(data, f) for f in _DATA_FIELDS)
+    )
     splits: dict[int, folds_lib.FoldSplit] = {}
 
     def split_for(k: int) -> folds_lib.FoldSplit:
@@ -504,7 +524,7 @@ def supervised_task(
 
     def init(hp, key):
         module = _resolve(model, hp)
-        params = module.init(key, data.x_train[:1])
+        params = module.init(key, x_train[:1])
         return TrainState(params, optimizer(hp).init(params))
 
     def step(hp, state, key):
@@ -514,7 +534,7 @@ def supervised_task(
             idx = folds_lib.sample_train(split_for(hp.num_folds), hp["fold"], key, bs)
         else:
             idx = jax.random.randint(key, (bs,), 0, n_train)
-        xb, yb = data.x_train[idx], data.y_train[idx]
+        xb, yb = x_train[idx], y_train[idx]
 
         def loss_fn(p):
             return jnp.mean(_cross_entropy(module.apply(p, xb), yb))
@@ -528,9 +548,9 @@ def supervised_task(
         module = _resolve(model, hp)
         if hp.num_folds:
             idx, weight = folds_lib.val_batch(split_for(hp.num_folds), hp["fold"])
-            x, y = data.x_train[idx], data.y_train[idx]
+            x, y = x_train[idx], y_train[idx]
         else:
-            x, y = data.x_val, data.y_val
+            x, y = x_val, y_val
             weight = jnp.ones(y.shape, jnp.float32)
         logits = module.apply(params_of(state), x)
         total = jnp.sum(weight)
