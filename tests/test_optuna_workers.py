@@ -141,8 +141,13 @@ def test_workers_end_with_exactly_the_requested_trials(tmp_path, scenario):
         )
     dead = [t for t in study.trials if t.user_attrs.get("jopt_host", "").endswith(f":{dead_pid}")]
     others = [t for t in study.trials if t.state != TrialState.COMPLETE and t not in dead]
-    assert all(t.user_attrs["jopt_status"] == "cancelled" for t in others)  # lost a race, never trained
-    assert sum(r["cancelled"] for r in reports) == len(others)
+    # a second copy of a retry (two workers failed a dead trial at once) may be left queued
+    queued = [t for t in others if t.state == TrialState.WAITING]
+    retried = [t.user_attrs.get("jopt_retry_of") for t in done]
+    assert all(t.user_attrs["jopt_retry_of"] in retried for t in queued)
+    cancelled = [t for t in others if t not in queued]
+    assert all(t.user_attrs["jopt_status"] == "cancelled" for t in cancelled)  # lost a race, never trained
+    assert sum(r["cancelled"] for r in reports) == len(cancelled)
     if scenario == "fresh":
         assert all(evaluated)  # both contributed
         check_reproducible(done)

@@ -1,41 +1,37 @@
 """Optuna adapter: distributions, samplers driving the engine, determinism, equality with
-``sweep.run``, bounded compiles, divergence, resume, stale and interrupted trials, and two
-worker processes sharing one SQLite study.
+``sweep.run``, bounded compiles, divergence, resume, stale and interrupted trials, and the
+bookkeeping of workers sharing a study, in one process: waiting for other workers' running
+trials, trials failed by another worker, doubly queued retries, the study-creation race.
+(Separate worker processes: tests/test_optuna_workers.py.)
 
 Tiny softmax-regression task (tests/sweep_helpers.py), 6 steps in 2 segments. Equality with
-``sweep.run``: the same configurations and trial ids in the same chunk layout are bit-exact; in
-another layout (the worker processes use 1 device, the check here 8) they agree to rtol=1e-5,
-atol=1e-6 (batched and unbatched float32 matmuls round differently).
+``sweep.run``: the same configurations and trial ids in the same chunk layout are bit-exact.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import sqlite3
-import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from jopt import sweep
 from jopt.sweep import optuna_adapter as oa
+from jopt.sweep import optuna_study as ost
 from jopt.sweep.chunk import Chunk
 from jopt.sweep.optuna_adapter import config_from_params, optuna_search, to_distributions
 from jopt.sweep.programs import member_keys
-from tests import optuna_worker
 from tests.sweep_helpers import SPACE, CompileCounter, make_task
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS, EVERY = 6, 3
-RTOL, ATOL = 1e-5, 1e-6
 KW = dict(steps=STEPS, eval_every=EVERY, progress=False)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -363,68 +359,135 @@ def test_trials_asked_beyond_the_budget_by_a_race_are_cancelled(task, monkeypatc
     assert len(values(study)) == 4
 
 
-# ----------------------------------------------------------------------------- two workers
-
-TIMEOUT_S = 120  # the workers are killed after this (a few seconds each on an idle machine)
-WORKERS, TRIALS, BATCH = 2, 8, 2
+# ----------------------------------------------------------------------------- workers sharing a study
 
 
-def test_two_workers_share_a_sqlite_study(task, tmp_path):
-    url, name = f"sqlite:///{tmp_path / 'shared.db'}", "shared"
-    optuna.create_study(storage=url, study_name=name)  # create the tables before the workers start
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "tests" / "optuna_worker.py"),
-                f"--storage={url}",
-                f"--study-name={name}",
-                f"--trials={TRIALS}",
-                f"--batch={BATCH}",
-                f"--worker={i}",
-                f"--workers={WORKERS}",
-                f"--ready-dir={tmp_path / 'ready'}",
-                f"--out={tmp_path / f'{i}.json'}",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(WORKERS)
-    ]
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        outputs = [p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n---\n".join(outputs)
-    reports = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(WORKERS)]
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed")
+def test_the_budget_held_by_another_workers_running_trials_is_waited_for(task, tmp_path, monkeypatch):
+    url, dists = f"sqlite:///{tmp_path / 'study.db'}", to_distributions(SPACE)
+    kw = dict(KW, batch=2, storage=url, heartbeat_interval=1, grace_period=2)
+    waited = threading.Event()
+    real_wait = oa.OptunaSampler._wait
 
-    study = optuna.load_study(study_name=name, storage=url)
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == TRIALS
-    numbers = [t.number for t in study.trials]
-    assert len(numbers) == len(set(numbers))
-    others = [t for t in study.trials if t.state != TrialState.COMPLETE]  # lost a race, never trained
-    assert all(t.user_attrs["jopt_status"] == "cancelled" for t in others)
-    assert sum(rep["cancelled"] for rep in reports) == len(others)
-    evaluated = [set(rep["evaluated"]) for rep in reports]
-    assert all(evaluated) and not evaluated[0] & evaluated[1]  # both contributed, nothing twice
-    assert evaluated[0] | evaluated[1] == {t.number for t in complete}
-    for rep in reports:
-        for n in rep["evaluated"]:
-            assert study.trials[n].user_attrs["jopt_host"].endswith(f":{rep['pid']}")
-    # a trial's result depends on its configuration and number, not on the process: rerun here
-    configs = [config_from_params(SPACE, t.params) for t in complete]
-    ids = [t.number for t in complete]
-    kw = dict(steps=optuna_worker.STEPS, eval_every=optuna_worker.EVAL_EVERY, progress=False)
-    here = sweep.run(task, SPACE, configs, trial_ids=ids, seed=0, **kw)  # 8 devices here, 1 there
-    np.testing.assert_allclose(
-        [t.objective for t in here.trials], [t.value for t in complete], rtol=RTOL, atol=ATOL
+    def spy(self, trials):
+        out = real_wait(self, trials)
+        waited.set() if out else None
+        return out
+
+    monkeypatch.setattr(oa.OptunaSampler, "_wait", spy)
+
+    def other_worker(study, trial, stop, tell):  # beats its trial; tells it once the search waits
+        while not stop.wait(0.3):
+            study._storage.record_heartbeat(trial._trial_id)
+            if tell and waited.is_set():
+                study.tell(trial, 1.0)
+                return
+
+    def run_beside(study, trials, tell, **extra):
+        other = ost._ask(study, dists, 1, "other:1")[0]
+        waited.clear()
+        stop = threading.Event()
+        thread = threading.Thread(target=other_worker, args=(study, other, stop, tell))
+        thread.start()
+        try:
+            return other, optuna_search(task, SPACE, trials, **kw, **extra)
+        finally:
+            stop.set()
+            thread.join()
+
+    # a live worker: the search trains its share, waits, and ends when the other trial is told
+    study = oa.create_study(storage=url, study_name="live", heartbeat_interval=1, grace_period=2)
+    other, r = run_beside(study, 3, tell=True, study_name="live")
+    assert [t.trial for t in r.trials] == [1, 2] and r.stats["waits"] >= 1
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3  # nothing failed or redone
+    # a worker that never finishes: the search's timeout ends the wait
+    other, r = run_beside(study, 5, tell=False, study_name="live", timeout=1)
+    assert r.stats["waits"] >= 1 and study.trials[other.number].state == TrialState.RUNNING
+    assert len(values(study)) == 4 and r.stats["study_trials"] == 5
+    # without heartbeats a dead worker's trial cannot be told from a live one's: it counts, no wait
+    url2 = f"sqlite:///{tmp_path / 'no_heartbeat.db'}"
+    study = oa.create_study(storage=url2, study_name="off", heartbeat_interval=None)
+    ost._ask(study, dists, 1, "dead:1")
+    r = optuna_search(task, SPACE, 3, **dict(kw, storage=url2, heartbeat_interval=None), study_name="off")
+    assert r.stats["waits"] == 0 and [t.trial for t in r.trials] == [1, 2] and len(values(study)) == 2
+
+
+@pytest.mark.parametrize("report", [True, False])
+def test_a_trial_failed_by_another_worker_while_training_is_dropped_and_its_retry_trained(
+    task, monkeypatch, report
+):
+    study = optuna.create_study()
+    real_segment = Chunk.segment
+
+    def segment(self, *args, **kwargs):  # another worker takes trial 0 for dead (stale) meanwhile
+        if study.trials[0].state == TrialState.RUNNING:
+            ost._retry(study, study.tell(0, state=TrialState.FAIL), "stale")
+        return real_segment(self, *args, **kwargs)
+
+    monkeypatch.setattr(Chunk, "segment", segment)
+    r = optuna_search(task, SPACE, 3, batch=2, study=study, report_intermediate=report, **KW)
+    assert r.stats["lost"] == 1
+    if report:  # noticed at its next report: pruned, its slot freed (else noticed when told)
+        assert r.trials[0].status == "pruned"
+    assert study.trials[0].state == TrialState.FAIL and "jopt_status" not in study.trials[0].user_attrs
+    retry = study.trials[2]
+    assert retry.user_attrs["jopt_retry_of"] == 0 and retry.params == study.trials[0].params
+    assert sorted(values(study)) == [1, 2, 3]  # exactly 3 complete: the lost one's retry among them
+
+
+def test_a_retry_queued_twice_is_trained_once(task):
+    study = optuna.create_study()
+    dead = study.tell(ost._ask(study, to_distributions(SPACE), 1, "dead:1")[0], state=TrialState.FAIL)
+    assert ost._retry(study, dead, "stale") and not ost._retry(study, dead, "stale")  # once per trial ...
+    attrs = {"jopt_retry_of": 0, "jopt_retries": 1, "jopt_retry_reason": "stale"}
+    study.enqueue_trial(dead.params, user_attrs=attrs)  # ... but two workers failing it at once both queue it
+    assert ost._counted(study) == ([1], 0)  # the second copy does not count
+    r = optuna_search(task, SPACE, 3, batch=3, study=study, **KW)
+    assert [t.trial for t in r.trials] == [1, 3, 4] and r.stats["cancelled"] == 1
+    assert (
+        study.trials[2].state == TrialState.FAIL and study.trials[2].user_attrs["jopt_status"] == "cancelled"
     )
+    assert sorted(values(study)) == [1, 3, 4] and study.trials[1].params == dead.params
+
+
+def test_create_study_retries_the_creation_race_and_nothing_else(tmp_path, monkeypatch):
+    url, calls = f"sqlite:///{tmp_path / 'study.db'}", []
+    real_create = optuna.create_study
+
+    def racing(errors):
+        def create(**kwargs):
+            calls.append(kwargs["storage"])
+            if len(calls) <= len(errors):
+                raise errors[len(calls) - 1]
+            return real_create(**kwargs)
+
+        return create
+
+    lost = [
+        sqlalchemy.exc.OperationalError(
+            "CREATE TABLE studies", {}, Exception("table studies already exists")
+        ),
+        sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed: alembic_version")),
+        optuna.exceptions.DuplicatedStudyError(),
+    ]
+    monkeypatch.setattr(optuna, "create_study", racing(lost))
+    study = oa.create_study(storage=url, study_name="s")
+    assert study.study_name == "s" and len(calls) == 4 and len(set(map(id, calls))) == 4  # a new storage each
+    calls.clear()
+    broken = sqlalchemy.exc.OperationalError("SELECT", {}, Exception("unable to open database file"))
+    monkeypatch.setattr(optuna, "create_study", racing([broken]))
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="unable to open"):
+        oa.create_study(storage=url, study_name="s")
+    assert len(calls) == 1
+
+
+def test_settings_stored_first_by_another_worker_win(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    mine, theirs = (
+        oa.create_study(storage=url, study_name="s"),
+        optuna.load_study(study_name="s", storage=url),
+    )
+    # both read no settings; the other worker's insert commits first and the storage drops ours
+    monkeypatch.setattr(mine, "set_user_attr", lambda key, value: theirs.set_user_attr(key, {"steps": 2}))
+    with pytest.raises(ValueError, match="other settings"):
+        ost._check_settings(mine, {"steps": 6})

@@ -18,7 +18,7 @@ pruned):
 2. :math:`r = N - |C \setminus \text{WAITING}|`; nothing more is asked when :math:`r \le 0`.
    Then, if this worker has no trial in training but some of :math:`C` are other workers'
    ``RUNNING`` trials that will end -- asked by a worker that beats their heartbeat -- it
-   *waits*: it polls every second (or heartbeat interval, if shorter), repeating 1. and 2.,
+   *waits*: it polls every half second, repeating 1. and 2.,
    until they are finished (a live worker: the budget is met) or failed as stale (a dead
    worker: their queued retries make :math:`r > 0` and this worker asks them). So the study
    ends with exactly :math:`N` counted trials even when a worker dies, and a search returns
@@ -263,11 +263,11 @@ class OptunaSampler(Sampler, TrialScheduler):
         return []
 
     def _wait(self, trials) -> bool:
-        """Sleep one poll (at most a second, or the heartbeat interval) if other workers' running
-        trials make up the budget and will end; False (do not wait) otherwise."""
+        """Sleep one poll (half a second) if other workers' running trials make up the budget
+        and will end; False (do not wait) otherwise."""
         if not _awaited(self.study, trials, list(self.in_flight)):
             return False
-        pause = min(1.0, float(self.study._storage.get_heartbeat_interval()))
+        pause = 0.5
         if self.deadline is not None:
             pause = min(pause, self.deadline - time.perf_counter())
             if pause <= 0:
