@@ -354,6 +354,10 @@ CASES = {
         lambda: sweep.run(sup(batch_size=lambda hp: 0), LR_SPACE, 2, steps=2, **K),
         r"batch_size must be an int in",
     ),
+    "sup-folds-too-many": (
+        lambda: sweep.run(sup(), LR_SPACE, 2, steps=2, folds=10_000, **K),
+        r"folds must be an int with 2 <= folds <= number of examples",
+    ),
     "sup-objective": (lambda: sup(objective="acc"), r"objective must be 'loss' or 'error'"),
     "sup-fold-seed": (lambda: sup(fold_seed=-1), r"fold_seed must be a non-negative int"),
     "sup-optimizer": (lambda: sup(optimizer=3), r"optimizer must be a function"),

@@ -54,8 +54,8 @@ def kfold_split(n: int, k: int, seed: int = 0, *, shuffle: bool = True) -> FoldS
     Raises:
       ValueError: if ``k < 2`` or ``k > n``.
     """
-    if not 2 <= k <= n:
-        raise ValueError(f"folds must satisfy 2 <= folds <= number of examples ({n}), got {k}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= n:
+        raise ValueError(f"folds must be an int with 2 <= folds <= number of examples ({n}), got {k!r}")
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     parts = np.array_split(order, k)
     max_val = max(len(p) for p in parts)
