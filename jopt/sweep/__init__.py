@@ -88,6 +88,7 @@ from jopt.sweep.scheduler import (
 )
 from jopt.sweep.space import (
     Hyperparams,
+    OutsideSpaceWarning,
     SearchSpaceError,
     Space,
     choice,
@@ -123,6 +124,7 @@ __all__ = [
     "make_options",
     "search",
     "Hyperparams",
+    "OutsideSpaceWarning",
     "PBTResult",
     "SearchSpaceError",
     "Space",
