@@ -17,22 +17,14 @@ Importing this module (as the test does for :func:`problem` and
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 if __name__ == "__main__":  # device flags must be set before JAX is imported
-    _parser = argparse.ArgumentParser(description=__doc__)
-    _parser.add_argument("--coordinator", required=True)
-    _parser.add_argument("--num-processes", type=int, required=True)
-    _parser.add_argument("--process-id", type=int, required=True)
-    _parser.add_argument("--local-devices", type=int, default=2)
-    _parser.add_argument("--out", required=True)
-    _parser.add_argument("--timeout", type=int, default=30, help="seconds to wait for the other processes")
-    ARGS = _parser.parse_args()
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ARGS.local_devices}"
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from processes import worker_arguments
+
+    ARGS = worker_arguments(__doc__)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

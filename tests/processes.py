@@ -3,6 +3,7 @@ a worker script that differ only in ``--process-id``), bounded by a deadline."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -65,3 +66,26 @@ def launch(script: str, args: Sequence[str], processes: int = 2, timeout: float 
         codes, output = _run_once(script, args, processes, timeout)
     assert codes == [0] * processes, output
     return output
+
+
+def worker_arguments(description: str, extra: Sequence[tuple[str, dict]] = (), timeout: int = 30):
+    """A worker script's arguments (the job's coordinator, process count and id, simulated
+    devices, output path, join timeout, plus ``extra`` ``(flag, add_argument kwargs)``), parsed;
+    then the process is set up to simulate its devices on the CPU and import the repository.
+    Call before JAX is imported."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--coordinator", required=True)
+    parser.add_argument("--num-processes", type=int, required=True)
+    parser.add_argument("--process-id", type=int, required=True)
+    parser.add_argument("--local-devices", type=int, default=2)
+    parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--timeout", type=int, default=timeout, help="seconds to wait for the other processes"
+    )
+    for flag, kwargs in extra:
+        parser.add_argument(flag, **kwargs)
+    args = parser.parse_args()
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.local_devices}"
+    sys.path.insert(0, str(ROOT))
+    return args

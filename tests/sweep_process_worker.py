@@ -18,7 +18,6 @@ Importing this module (as the test does for :data:`KW` and :func:`describe`) has
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -27,20 +26,15 @@ KW = dict(steps=6, eval_every=2, seed=0, max_parallel=8, progress=False, patienc
 TRIALS = 12  # 2 chunks of 8 slots on 4 devices: a refill and a second chunk
 
 if __name__ == "__main__":  # device flags must be set before JAX is imported
-    _parser = argparse.ArgumentParser(description=__doc__)
-    _parser.add_argument("--coordinator", required=True)
-    _parser.add_argument("--num-processes", type=int, required=True)
-    _parser.add_argument("--process-id", type=int, required=True)
-    _parser.add_argument("--local-devices", type=int, default=2)
-    _parser.add_argument("--out", required=True)
-    _parser.add_argument("--checkpoint-dir", default=None)
-    _parser.add_argument("--stop-at", type=int, default=None)
-    _parser.add_argument("--data-parallel", type=int, default=1)
-    _parser.add_argument("--timeout", type=int, default=60, help="seconds to wait for the other processes")
-    ARGS = _parser.parse_args()
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ARGS.local_devices}"
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from processes import worker_arguments
+
+    EXTRA = [
+        ("--checkpoint-dir", {"default": None}),
+        ("--stop-at", {"type": int, "default": None}),
+        ("--data-parallel", {"type": int, "default": 1}),
+    ]
+    ARGS = worker_arguments(__doc__, EXTRA, timeout=60)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
