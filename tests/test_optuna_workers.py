@@ -11,8 +11,9 @@ exactly the requested number of complete trials, none trained twice:
   1 trains their retries;
 - ``restart``: as ``killed``, and worker 0 is restarted right after the kill, next to worker 1.
 
-And the race on a new database alone, many times over: processes creating the same study on
-new files at the same moment (tests/optuna_create_race.py, without JAX) all get it.
+And the storage races alone, many times over (tests/optuna_storage_race.py, without JAX):
+processes creating the same study on new files at the same moment all get it, and processes
+asking trials from one queue at once never get the same one (SQLite has no row locks).
 
 All processes import JAX before a barrier (a few seconds each, in parallel). Workers run one
 device; the cross-process check reruns the trials here on 8 (rtol=1e-5, atol=1e-6).
@@ -170,12 +171,16 @@ def check_reproducible(done) -> None:
     )
 
 
-def test_processes_creating_a_study_on_a_new_database_at_once_all_get_it(tmp_path):
-    processes, rounds = 3, 6  # unhandled, about a third of the processes fail in every round
-    cmd = [sys.executable, str(ROOT / "tests" / "optuna_create_race.py"), f"--dir={tmp_path}"]
+def test_processes_racing_on_new_databases_and_one_queue_all_succeed_once(tmp_path):
+    processes, rounds, queued = 3, 6, 80  # unhandled: a third of the creations fail, pops collide
+    queue = optuna.create_study(storage=f"sqlite:///{tmp_path / 'queue.db'}", study_name="s")
+    for i in range(queued):
+        queue.enqueue_trial({}, user_attrs={"queued": i})
+    cmd = [sys.executable, str(ROOT / "tests" / "optuna_storage_race.py"), f"--dir={tmp_path}"]
     cmd += [f"--processes={processes}", f"--rounds={rounds}"]
     procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(processes)
     ]
     try:
         outputs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
@@ -184,6 +189,9 @@ def test_processes_creating_a_study_on_a_new_database_at_once_all_get_it(tmp_pat
             if p.poll() is None:
                 p.kill()
     assert all(p.returncode == 0 for p in procs), "\n---\n".join(outputs)
-    assert [json.loads(out.splitlines()[-1]) for out in outputs] == [[1] * rounds] * processes
+    reports = [json.loads(out.splitlines()[-1]) for out in outputs]
+    assert [r["ids"] for r in reports] == [[1] * rounds] * processes
     for i in range(rounds):  # one study in each database
         assert optuna.get_all_study_names(f"sqlite:///{tmp_path / f'{i}.db'}") == ["s"]
+    got = [n for r in reports for n in r["got"]]
+    assert sorted(got) == list(range(queued))  # every queued trial asked by exactly one process

@@ -354,7 +354,9 @@ def optuna_search(
     Args:
       task, space, steps: as in :func:`jopt.sweep.run`.
       trials: number of trials the study should count when done (trials already in the study,
-        e.g. from an interrupted run or another worker, included).
+        e.g. from an interrupted run or another worker, included). With heartbeats, the call
+        returns once no other worker's running trial is part of them (it waits for them to
+        finish, or to go stale and be retried here).
       batch: most trials training at once (default 8); a slot that frees up is refilled with a
         newly asked trial.
       sampler: ``"tpe"`` (default), ``"cmaes"``, ``"qmc"`` (scrambled Sobol), ``"random"`` (seeded

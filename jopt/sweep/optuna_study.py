@@ -87,9 +87,38 @@ def _storage(storage: Any, heartbeat_interval: int | None, grace_period: int | N
         kwargs[key] = _retry_callback
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        store = optuna.storages.RDBStorage(
             storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period, **kwargs
         )
+    _serialize_sqlite(store)
+    return store
+
+
+def _serialize_sqlite(storage) -> None:
+    """Make every transaction of an RDB storage on a SQLite file take the write lock when it
+    begins (``BEGIN IMMEDIATE``).
+
+    SQLite has no row locks (Optuna's ``SELECT ... FOR UPDATE`` is ignored) and Python's driver
+    begins a transaction only at the first write, so Optuna's read-then-write steps race between
+    processes: two workers can pop the same queued trial (both then train it), fail the same
+    stale trial (both queue its retry), or overwrite each other's study attributes. Taking the
+    lock at the start makes each step atomic; other workers wait for it (the connection's busy
+    timeout).
+    """
+    engine = getattr(storage, "engine", None)
+    if engine is None or engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return
+    from sqlalchemy import event
+
+    engine.dispose()  # connections opened so far (table creation, schema check) lack the settings
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # the driver emits no BEGIN of its own
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_study(
