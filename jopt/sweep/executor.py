@@ -130,7 +130,16 @@ class Executor:
             self._bar.close()
             if self._ck is not None:
                 self._ck.close()
-        return self._result()
+        result = self._result()
+        self._notify("on_end", result)
+        return result
+
+    def _notify(self, method: str, *args: Any) -> None:
+        """Call ``method`` of every callback that has it (on process 0 only)."""
+        if self.options.callbacks and jax.process_index() == 0:
+            from jopt.sweep.callbacks import notify
+
+            notify(self.options.callbacks, method, *args)
 
     def _prepare(self) -> bool:
         """Make the current chunk ready for a segment; False when the search is over."""
@@ -327,6 +336,7 @@ class Executor:
                 rec.status = "stopped"
             elif rec.age >= self.options.steps:
                 rec.status = "completed"
+        self._notify("on_segment", self.counters["boundary"], h, list(ran))
         decisions = self.scheduler.decide(h, ran) or {}
         for t in ran:
             d, rec = decisions.get(t), h[t]
@@ -361,6 +371,7 @@ class Executor:
         if trial in queue:
             queue.remove(trial)
         self.sampler.tell(self.history, trial)
+        self._notify("on_trial_end", self.history, trial)
         if rec.step and (self._best is None or self.history.rank(trial) < self.history.rank(self._best)):
             self._best = trial
         self._bar.update(1)

@@ -115,6 +115,7 @@ class Options:
     check_params: bool = True
     timeout: float | None = None
     data_parallel: int = 1
+    callbacks: tuple = ()
 
     @property
     def sign(self) -> float:
@@ -232,6 +233,7 @@ def make_options(
     check_params: bool = True,
     timeout: float | None = None,
     data_parallel: int = 1,
+    callbacks: Sequence[Any] = (),
 ) -> Options:
     """Validate the shared options of a search.
 
@@ -257,6 +259,9 @@ def make_options(
       data_parallel: devices per member: the mesh becomes ``("trials", "data")`` and a task's
         minibatch marked with :func:`jopt.sweep.shard_batch` is split over a member's devices.
         Must divide the device count.
+      callbacks: objects with ``on_segment`` / ``on_trial_end`` / ``on_end`` methods (see
+        :mod:`jopt.sweep.callbacks`), called on process 0 at each segment boundary, when a trial
+        ends and at the end.
 
     Raises:
       ValueError: naming the first bad argument.
@@ -292,11 +297,17 @@ def make_options(
         raise ValueError(
             f"data_parallel must be at most the {len(jax.devices())} devices, got {data_parallel}"
         )
+    if callbacks is None or (isinstance(callbacks, (tuple, list)) and not callbacks):
+        callbacks = ()
+    else:
+        from jopt.sweep.callbacks import check_callbacks
+
+        callbacks = check_callbacks(callbacks)
     for name, flag in (("progress", progress), ("check_params", check_params)):
         if not isinstance(flag, (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {flag!r}")
     return Options(
         int(steps), int(eval_every), mode, seed, max_parallel, budget, devices, patience, float(min_delta),
         folds, checkpoint_dir, keep_states, bool(progress), bool(check_params),
-        None if timeout is None else float(timeout), data_parallel,
+        None if timeout is None else float(timeout), data_parallel, tuple(callbacks),
     )  # fmt: skip
