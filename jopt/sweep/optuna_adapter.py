@@ -13,8 +13,9 @@ Whenever a chunk has free slots (at the start, and each time a trial finishes, d
 pruned):
 
 1. fail the study's *stale* trials (heartbeat older than the storage's grace period: their
-   process died) and queue their configurations again (at most ``MAX_RETRIES`` times; two
-   workers failing the same trial at once may both queue it, and only the first copy counts);
+   process died) and queue their configurations again (at most ``MAX_RETRIES`` times; should
+   two workers fail the same trial at once and both queue it -- a storage without row locks --
+   only the first copy counts);
 2. :math:`r = N - |C \setminus \text{WAITING}|`; nothing more is asked when :math:`r \le 0`.
    Then, if this worker has no trial in training but some of :math:`C` are other workers'
    ``RUNNING`` trials that will end -- asked by a worker that beats their heartbeat -- it

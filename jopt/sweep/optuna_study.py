@@ -8,7 +8,9 @@ for). See :mod:`jopt.sweep.optuna_adapter` for the algorithm they implement.
 Workers starting together on a new database race to create its tables and the study (SQLite
 answers "table ... already exists", "database is locked" or a UNIQUE-constraint error to the
 losers); :func:`create_study` retries those errors, and only those, a few times with a short
-random backoff.
+random backoff. On a SQLite file it also makes every transaction take the write lock when it
+begins (:func:`_serialize_sqlite`): SQLite has no row locks, and Optuna's read-then-write steps
+(popping a queued trial, failing a stale one) would otherwise race between workers.
 """
 
 from __future__ import annotations
