@@ -125,6 +125,32 @@ def test_inferred_distributions_states_and_maximizing():
         importance(SweepResult(trials[1:], mode="max"))
 
 
+def test_several_objectives_and_constraints():
+    objs = [(0.5, 1.0), (0.9, 3.0), (0.7, 2.0), (0.4, 4.0)]  # trial 3 would dominate, but is infeasible
+    trials = [
+        _trial(i, {"lr": 0.1 * (i + 1), "wd": 0.01 * (4 - i)}, objective=o[0], objectives=o, violation=v)
+        for i, (o, v) in enumerate(zip(objs, [0.0, 0.0, 0.0, 2.5], strict=True))
+    ]
+    result = SweepResult(trials, mode="min", directions=("min", "max"))
+    study = to_optuna(result)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert [tuple(t.values) for t in study.trials] == objs
+    assert [t.constraints for t in study.trials] == [{"0": 0.0}] * 3 + [{"0": 2.5}]
+    assert study.trials[3].user_attrs["violation"] == 2.5 and study.trials[3].user_attrs["objectives"] == [
+        0.4,
+        4.0,
+    ]
+    # Optuna's front (feasible, non-dominated) is jopt's: the infeasible trial 3 is left out
+    assert sorted(t.number for t in study.best_trials) == sorted(t.trial for t in result.pareto_front())
+    assert sorted(t.number for t in study.best_trials) == [0, 1, 2]
+    assert set(importance(result, objective=1)) == {"lr", "wd"}
+    with pytest.raises(ValueError, match=r"objective must be an int in \[0, 1\]"):
+        importance(result, objective=2)
+    with pytest.raises(ValueError, match="contradicts"):
+        to_optuna(result, directions="minimize")
+    assert to_optuna(SweepResult(trials[:3], mode="min")).trials[0].constraints == {}  # all feasible
+
+
 def test_existing_study_and_bad_input(result, tmp_path):
     url = f"sqlite:///{tmp_path / 'partial.db'}"
     partial = SweepResult(result.trials[:3], mode="min")

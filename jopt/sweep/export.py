@@ -18,22 +18,28 @@ trial, in trial order:
   and kept in the study's user attribute ``jopt_fixed``. Pass the space for its true bounds.
 - **intermediate values**: the objective at each evaluation, reported at the trial's step
   (``history["step"]``, ``history["objective"]``), non-finite values included.
-- **state and value**: ``"completed"`` and ``"stopped"`` (early stopping, the trial's own end:
-  its value is the best objective, as jopt ranks it) are ``COMPLETE`` with the jopt objective
-  (``FAIL`` if it is not finite);
-  ``"pruned"`` (ended by the trial scheduler or successive halving, also trials an
-  interrupted sweep left unfinished) is ``PRUNED`` with its objective when finite, like a
-  trial Optuna's pruners stop; ``"diverged"`` is ``FAIL`` without value (Optuna's convention
-  for a NaN objective).
+- **state and values**: ``"completed"`` and ``"stopped"`` (early stopping, the trial's own
+  end: its value is the best objective, as jopt ranks it) are ``COMPLETE`` with the jopt
+  objective (``FAIL`` if it is not finite); ``"pruned"`` (ended by the trial scheduler or
+  successive halving, also trials an interrupted sweep left unfinished) is ``PRUNED`` with its
+  objective when finite, like a trial Optuna's pruners stop, so that Optuna's best trial is
+  chosen among the trials that ran their whole budget; ``"diverged"`` is ``FAIL`` without
+  value (Optuna's convention for a NaN objective). A multi-objective sweep (``result.directions``) gives a
+  multi-objective study whose values are ``TrialResult.objectives`` (the intermediate values
+  are objective 0's); in a constrained sweep (some trial with ``violation > 0``) every trial
+  gets Optuna's constraint list ``[violation]`` (feasible when ``<= 0``), so that Optuna's best
+  trials and the dashboard's feasibility agree with jopt's ranking.
 - **user attributes**: ``jopt_trial`` (the jopt trial id), ``jopt_status``, ``steps_trained``,
   ``best_step``, ``final_objective``, ``best_objective``, ``rung`` (successive halving,
-  Hyperband, ASHA), ``fold_objectives`` (cross-validation) and the last value of every
-  ``eval/<metric>``; non-finite numbers as the strings ``"inf"``, ``"-inf"``, ``"nan"``.
+  Hyperband, ASHA), ``fold_objectives`` (cross-validation), ``objectives`` (multi-objective),
+  ``violation`` (when not 0) and the last value of every ``eval/<metric>``; non-finite
+  numbers as the strings ``"inf"``, ``"-inf"``, ``"nan"``. The study's user attributes:
+  ``jopt_mode``, ``jopt_fixed``, ``jopt_inferred_distributions``.
 
-The study's direction follows ``result.mode``. Writing into an existing study that already
-has trials is refused unless ``load_if_exists=True``; then the trials already in it (by
-``jopt_trial``) are skipped, so that exporting a partial result and later the finished one
-adds only the new trials.
+The study's direction follows ``result.mode`` (its directions, ``result.directions``).
+Writing into an existing study that already has trials is refused unless
+``load_if_exists=True``; then the trials already in it (by ``jopt_trial``) are skipped, so
+that exporting a partial result and later the finished one adds only the new trials.
 
 :func:`importance` runs :func:`optuna.importance.get_param_importances` on an in-memory
 export (fANOVA by default, seeded; PED-ANOVA when scikit-learn is missing). Optuna uses the
@@ -69,6 +75,7 @@ Example (a 1-D quadratic trained by gradient descent, then its Optuna study in m
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -201,6 +208,10 @@ def _user_attrs(t: Any) -> dict[str, Any]:
     }
     if t.rung is not None:
         attrs["rung"] = int(t.rung)
+    if getattr(t, "objectives", None) is not None:
+        attrs["objectives"] = _attr(list(t.objectives))
+    if getattr(t, "violation", 0.0):
+        attrs["violation"] = _attr(t.violation)
     if t.fold_objectives is not None:
         attrs["fold_objectives"] = _attr(list(t.fold_objectives))
     for name, series in t.history.items():
@@ -209,28 +220,40 @@ def _user_attrs(t: Any) -> dict[str, Any]:
     return attrs
 
 
-def _frozen_trial(t: Any, dists: dict, where: str) -> Any:
+def _values(t: Any, state: Any, multi: bool) -> tuple[Any, list[float] | None]:
+    """``(state, values)``: the jopt objective(s) (objective 0 and the others when ``multi``)."""
+    TrialState = _optuna().trial.TrialState
+    objectives = getattr(t, "objectives", None) if multi else (t.objective,)
+    values = None if objectives is None else [float(v) for v in objectives]
+    if values is not None and not all(math.isfinite(v) for v in values):
+        values = None
+    if state == TrialState.FAIL:
+        values = None
+    elif state == TrialState.COMPLETE and values is None:  # not diverged, yet not finite
+        state = TrialState.FAIL
+    return state, values
+
+
+def _frozen_trial(t: Any, dists: dict, where: str, multi: bool, constrained: bool) -> Any:
     """The Optuna ``FrozenTrial`` of one :class:`~jopt.sweep.results.TrialResult`."""
     optuna = _optuna()
     if t.status not in _STATES:
         raise ValueError(f"{where}.status must be one of {sorted(_STATES)}, got {t.status!r}")
-    state = optuna.trial.TrialState[_STATES[t.status]]
-    objective = float(t.objective)
-    value = objective if math.isfinite(objective) else None
-    if state == optuna.trial.TrialState.FAIL:
-        value = None
-    elif state == optuna.trial.TrialState.COMPLETE and value is None:  # not diverged, yet not finite
-        state = optuna.trial.TrialState.FAIL
+    state, values = _values(t, optuna.trial.TrialState[_STATES[t.status]], multi)
     steps, objectives = t.history.get("step", []), t.history.get("objective", [])
     if len(steps) != len(objectives):
         raise ValueError(f"{where}.history: 'step' and 'objective' have different lengths")
     params = {n: _param(t.hyperparams[n], d) for n, d in dists.items() if n in t.hyperparams}
+    system_attrs = {}
+    if constrained:  # Optuna's constraint list (feasible when <= 0): the total violation
+        system_attrs["constraints"] = [min(float(t.violation), sys.float_info.max)]
     return optuna.trial.create_trial(
         state=state,
-        value=value,
+        values=values,
         params=params,
         distributions={n: dists[n] for n in params},
         user_attrs=_user_attrs(t),
+        system_attrs=system_attrs,
         intermediate_values={int(s): float(v) for s, v in zip(steps, objectives, strict=True)},
     )
 
@@ -238,21 +261,28 @@ def _frozen_trial(t: Any, dists: dict, where: str) -> Any:
 # ----------------------------------------------------------------------------- public
 
 
-def _direction(result: Any, directions: str | Sequence[str] | None) -> str:
-    mode = getattr(result, "mode", None)
-    if mode not in ("min", "max"):
-        raise ValueError(f"result.mode must be 'min' or 'max', got {mode!r}")
-    wanted = _DIRECTIONS[mode]
+def _directions(result: Any, directions: str | Sequence[str] | None) -> list[str]:
+    """The study's directions: ``result.directions`` (multi-objective) or ``result.mode``."""
+    modes = getattr(result, "directions", None)
+    if modes is None:
+        modes = (getattr(result, "mode", None),)
+        if modes[0] not in ("min", "max"):
+            raise ValueError(f"result.mode must be 'min' or 'max', got {modes[0]!r}")
+    elif any(m not in ("min", "max") for m in modes):
+        raise ValueError(f"result.directions must be 'min' / 'max' values, got {modes!r}")
+    wanted = [_DIRECTIONS[m] for m in modes]
     if directions is None:
         return wanted
-    given = [directions] if isinstance(directions, str) else list(directions)
-    if len(given) != 1 or given[0] not in _DIRECTIONS:
+    given = [directions] if isinstance(directions, str) else directions
+    if not isinstance(given, Sequence) or any(d not in _DIRECTIONS for d in given):
         raise ValueError(
-            f"directions must be one of 'minimize'/'maximize' ('min'/'max'), or a one-element list "
-            f"of it (a jopt sweep has one objective), got {directions!r}"
+            f"directions must be 'minimize'/'maximize' ('min'/'max') or a list of them, one per "
+            f"objective, got {directions!r}"
         )
-    if _DIRECTIONS[given[0]] != wanted:
-        raise ValueError(f"directions={directions!r} contradicts result.mode={mode!r}")
+    if [_DIRECTIONS[d] for d in given] != wanted:
+        raise ValueError(
+            f"directions={directions!r} contradicts the sweep's {wanted} (its mode or directions)"
+        )
     return wanted
 
 
@@ -273,8 +303,9 @@ def to_optuna(
       study_name: the study's name (default: Optuna's generated name).
       space: the sweep's :class:`~jopt.sweep.space.Space` for the distributions; without it
         they are inferred from the values.
-      directions: the study direction, ``"minimize"``/``"maximize"`` (or ``"min"``/``"max"``,
-        or a one-element list); default and only accepted value: the one of ``result.mode``.
+      directions: the study's direction(s), ``"minimize"``/``"maximize"`` (or ``"min"``/``"max"``),
+        or a list of them; default and only accepted value: those of ``result.mode`` (or
+        ``result.directions``) -- a check, the study cannot be oriented otherwise.
       load_if_exists: add to an existing study that has trials, skipping the jopt trials it
         already holds (user attribute ``jopt_trial``).
 
@@ -296,15 +327,20 @@ def to_optuna(
         raise ValueError(
             f"space must be a jopt.sweep.Space or a dict of dimensions, got {type(space).__name__}"
         )
-    direction = _direction(result, directions)
+    wanted = _directions(result, directions)
     dists, fixed = _distributions(result, space)
-    trials = [_frozen_trial(t, dists, f"result.trials[{i}]") for i, t in enumerate(result.trials)]
+    constrained = any(getattr(t, "violation", 0.0) > 0 for t in result.trials)
+    trials = [
+        _frozen_trial(t, dists, f"result.trials[{i}]", len(wanted) > 1, constrained)
+        for i, t in enumerate(result.trials)
+    ]
     study = optuna.create_study(
-        storage=storage, study_name=study_name, direction=direction, load_if_exists=True
+        storage=storage, study_name=study_name, directions=wanted, load_if_exists=True
     )
-    if study.direction.name.lower() != direction:
+    have = [d.name.lower() for d in study.directions]
+    if have != wanted:
         raise ValueError(
-            f"study {study.study_name!r} is to {study.direction.name.lower()}, result.mode={result.mode!r}"
+            f"study {study.study_name!r} is to {' and '.join(have)}, the sweep to {' and '.join(wanted)}"
         )
     done = {t.user_attrs.get("jopt_trial") for t in study.get_trials(deepcopy=False)}
     if done and not load_if_exists:
@@ -336,21 +372,30 @@ def _evaluator(evaluator: Any) -> Any:
 
 
 def importance(
-    result: Any, *, space: Space | Mapping[str, Any] | None = None, evaluator: Any = None
+    result: Any,
+    *,
+    space: Space | Mapping[str, Any] | None = None,
+    evaluator: Any = None,
+    objective: int = 0,
 ) -> dict[str, float]:
     """Hyperparameter importances of a sweep, most important first, summing to 1.
 
     :func:`optuna.importance.get_param_importances` on an in-memory :func:`to_optuna` export
     of ``result`` (``space`` as there), over its ``COMPLETE`` trials (completed or early
     stopped). ``evaluator``: an ``optuna.importance`` evaluator; default fANOVA with seed 0
-    (PED-ANOVA without scikit-learn).
+    (PED-ANOVA without scikit-learn). ``objective``: which one, in a multi-objective sweep.
 
     Raises:
-      ValueError: fewer than two completed trials, or no hyperparameter that varies.
+      ValueError: a bad argument, fewer than two completed trials, or no hyperparameter that varies.
     """
     optuna = _optuna()
     chosen = _evaluator(evaluator)
     study = to_optuna(result, space=space)
+    count = len(study.directions)
+    if isinstance(objective, bool) or not isinstance(objective, int) or not 0 <= objective < count:
+        raise ValueError(
+            f"objective must be an int in [0, {count - 1}] (the sweep's objectives), got {objective!r}"
+        )
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:
         raise ValueError(
@@ -358,7 +403,8 @@ def importance(
         )
     if not complete[0].distributions:
         raise ValueError("importance needs a hyperparameter that varies; the sweep's are all fixed")
-    scores = optuna.importance.get_param_importances(study, evaluator=chosen)
+    target = (lambda t: t.values[objective]) if count > 1 else None
+    scores = optuna.importance.get_param_importances(study, evaluator=chosen, target=target)
     return {name: float(v) for name, v in scores.items()}
 
 
@@ -368,18 +414,19 @@ def plot_importance(
     *,
     space: Space | Mapping[str, Any] | None = None,
     evaluator: Any = None,
+    objective: int = 0,
 ):
     """A horizontal bar chart of :func:`importance` (matplotlib ``Figure``; saved if ``path``)."""
     import matplotlib.pyplot as plt
 
-    scores = importance(result, space=space, evaluator=evaluator)
+    scores = importance(result, space=space, evaluator=evaluator, objective=objective)
     names = list(scores)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.5 * len(names) + 1.5))
     ax.barh(names, [scores[n] for n in names], color="tab:blue")
     for y, n in enumerate(names):
         ax.text(scores[n], y, f" {scores[n]:.2f}", va="center", fontsize=8)
     ax.set_xlim(0, max(1e-9, max(scores.values())) * 1.15)
-    ax.set_xlabel("importance (fraction of the objective's variance)" if evaluator is None else "importance")
+    ax.set_xlabel("importance (normalized to sum 1)")
     ax.set_title(f"hyperparameter importance ({len(result.trials)} trials)")
     fig.tight_layout()
     plt.close(fig)
