@@ -153,7 +153,7 @@ def _widen(dist: Any, values: list[Any]) -> Any:
         low, high = min(dist.low, *map(int, values)), max(dist.high, *map(int, values))
         return dists.IntDistribution(low, high, log=bool(dist.log) and low >= 1)
     finite = [float(v) for v in values if math.isfinite(float(v))]
-    low, high = min(dist.low, *finite, dist.low), max(dist.high, *finite, dist.high)
+    low, high = min(dist.low, *finite), max(dist.high, *finite)
     return dists.FloatDistribution(low, high, log=bool(dist.log) and low > 0)
 
 
