@@ -20,6 +20,17 @@ categories are unordered; each gets its own ARD length scale; decoding takes the
 column). Static dimensions are encoded the same way; their values only split a round into
 engine groups (one program per distinct static value set -- prefer static choices with few values).
 
+Conditional spaces (:mod:`jopt.sweep.conditional`). One GP over the whole flattened space: the
+branch choice is a one-hot block like any choice, and a hyperparameter inactive in a
+configuration's branch is encoded at the constant :data:`INACTIVE` (``0.5``) -- imputation, so
+two configurations of one branch differ only in that branch's coordinates, and configurations
+of different branches are apart by the branch block (its own length scales) plus their
+active coordinates; a name shared by several branches is one coordinate, so what one branch
+learns about it informs the others. Decoding a candidate (and so the snapping of candidates)
+sets the inactive names to their placeholders and their coordinates back to ``0.5``; the local
+perturbations resample the branch with the categories' probability. Before anything compiles,
+the task is checked on one configuration of every branch.
+
 Objectives. The GP models :math:`y = s \cdot \text{objective}` (``s = 1`` minimizing, ``-1``
 maximizing). Diverged trials (``objective`` infinite or NaN) are given the worst finite value
 observed, so the GP never sees a non-finite target. Training objectives have huge bad outliers
@@ -76,6 +87,7 @@ from jopt.sweep.task import Task, check_task, check_task_object
 
 __all__ = [
     "ACQUISITIONS",
+    "INACTIVE",
     "BayesSampler",
     "bayesian",
     "from_unit",
@@ -86,6 +98,7 @@ __all__ = [
 ]
 
 ACQUISITIONS = ("thompson", "ei")
+INACTIVE = 0.5  # the unit-cube coordinate of an inactive (other-branch) hyperparameter
 _LOCAL_FRACTION = 0.25
 _LOCAL_CENTRES = 5
 _LOCAL_SCALES = (0.005, 0.2)
@@ -164,7 +177,11 @@ def to_unit(space: Space, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
     cols = unit_columns(space)
     out = np.zeros((len(configs), _width(cols)))
     for i, cfg in enumerate(configs):
+        active = set(space.active_names(cfg)) if space.conditions else cols.keys()
         for name, sl in cols.items():
+            if name not in active:
+                out[i, sl] = INACTIVE
+                continue
             if name not in cfg:
                 raise ValueError(f"configuration {dict(cfg)!r} lacks hyperparameter {name!r}")
             out[i, sl] = _value_to_unit(space[name], cfg[name], name)
@@ -194,6 +211,9 @@ def from_unit(space: Space, points: np.ndarray) -> list[dict[str, Any]]:
             else:
                 value = dim.from_unit(float(np.clip(row[cols[name]][0], 0.0, 1.0)))
                 cfg[name] = min(max(value, dim.low), dim.high)  # exp(log(high)) may overshoot high
+        if space.conditions:  # the other branches' names: their placeholders
+            active = set(space.active_names(cfg))
+            cfg = {n: v if n in active else space.placeholder(n) for n, v in cfg.items()}
         configs.append(cfg)
     return configs
 
@@ -494,6 +514,20 @@ class BayesSampler(Sampler):
         self.params = None if p is None else gp.GPParams(*(jnp.asarray(a, jnp.float32) for a in p))
 
 
+def _branch_examples(space: Space) -> list[dict[str, Any]]:
+    """One configuration per combination of branches (every other value at its placeholder or
+    centre), so that the task is checked in every branch before anything compiles."""
+    import itertools
+
+    if not space.conditions:
+        return []
+    centre = {n: d.value if isinstance(d, Fixed) else d.from_unit(0.5) for n, d in space.items()}
+    combos = itertools.product(*(space[c].values for c in space.conditions))
+    return [
+        space.validate_config({**centre, **dict(zip(space.conditions, keys, strict=True))}) for keys in combos
+    ]
+
+
 def _check_loop_args(trials, batch, initial) -> int:
     """Validate the loop's arguments; returns ``initial`` (default ``min(trials, max(2 * batch, 4))``)."""
     batch = check_int("batch", batch)
@@ -584,7 +618,7 @@ def bayesian(
     method = {"name": "bayesian", "trials": trials, "batch": batch, "initial": initial,
               "acquisition": acquisition, "num_candidates": num_candidates, "fit_steps": fit_steps,
               "restarts": restarts}  # fmt: skip
-    check_task(task, space, sampler.design[:1], num_folds=opts.folds)
+    check_task(task, space, sampler.design[:1] + _branch_examples(space), num_folds=opts.folds)
     result = search(task, space, sampler, scheduler, parallel=batch, method=method, steps=steps, **options)
     result.stats.update(
         trial_round=sampler.round_of[: len(result.trials)], rounds=sampler.rounds, gp=sampler.gp,

@@ -20,6 +20,16 @@ quasi-random methods draw a point ``u`` in the unit cube (one coordinate per non
 and map each coordinate with :meth:`Dimension.from_unit`; a :class:`StreamSampler` draws the same
 sequence in pieces.
 
+Conditional spaces (:mod:`jopt.sweep.conditional`). Grid: a conditional choice is one axis of
+the product whose values are its branches one after another, each branch contributing the
+product of its own names' grids. Random and quasi-random: a conditional choice takes one
+coordinate for the branch (``from_unit`` over the branch keys), then ``K`` coordinates its
+branches share (``K``: the most non-fixed names of one branch): the chosen branch's i-th
+non-fixed name, in declaration order, reads the i-th of them. So the branch is drawn first and
+then its sub-space, the cube stays small (good QMC balance), and with a power-of-two number of
+branches each branch receives a Sobol net of its own. Every other branch's names take their
+placeholders.
+
 Example:
   >>> from jopt import sweep
   >>> space = sweep.Space(lr=sweep.loguniform(1e-3, 1e-1), momentum=sweep.choice([0.0, 0.9]))
@@ -41,6 +51,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from jopt.sweep.conditional import Conditional
 from jopt.sweep.space import Fixed, SearchSpaceError, Space
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,20 +71,67 @@ __all__ = [
 ]
 
 
-def _free_names(space: Space) -> list[str]:
-    return [n for n, d in space.items() if not isinstance(d, Fixed)]
+def _unit_layout(space: Space) -> list[tuple[str, int, dict[str, list[str]]]]:
+    """The unit-cube coordinates: ``(name, first column, slots)`` per non-fixed top-level entry.
+
+    An unconditional dimension takes one column (``slots`` empty). A conditional choice takes a
+    column for the branch, then ``K`` columns shared by its branches (``K``: the most non-fixed
+    names of one branch): ``slots[key]`` lists branch ``key``'s non-fixed names in declaration
+    order, the i-th reading column ``first + 1 + i``."""
+    layout, col = [], 0
+    for name, dim in space.items():
+        if isinstance(dim, Conditional):
+            slots = {
+                str(key): [flat for _, flat in pairs if not isinstance(space[flat], Fixed)]
+                for key, pairs in dim.names
+            }
+            layout.append((name, col, slots))
+            col += 1 + max((len(v) for v in slots.values()), default=0)
+        elif not isinstance(dim, Fixed) and space.condition_of(name) is None:
+            layout.append((name, col, {}))
+            col += 1
+    return layout
+
+
+def _unit_dims(space: Space) -> int:
+    """How many unit-cube coordinates a configuration takes (see :func:`_unit_layout`)."""
+    layout = _unit_layout(space)
+    if not layout:
+        return 0
+    name, col, slots = layout[-1]
+    return col + 1 + max((len(v) for v in slots.values()), default=0)
 
 
 def _from_unit_points(space: Space, points: np.ndarray) -> list[dict]:
-    names = _free_names(space)
+    layout = _unit_layout(space)
+    base = {n: d.value for n, d in space.items() if isinstance(d, Fixed)}
+    base.update({n: space.placeholder(n) for n in space if space.condition_of(n) is not None})
     configs = []
     for row in points:
-        cfg = {}
-        coords = dict(zip(names, row, strict=True))
-        for name, dim in space.items():
-            cfg[name] = dim.value if isinstance(dim, Fixed) else dim.from_unit(float(coords[name]))
-        configs.append(cfg)
+        cfg = dict(base)
+        for name, col, slots in layout:
+            cfg[name] = value = space[name].from_unit(float(row[col]))
+            for i, flat in enumerate(slots.get(str(value), [])):
+                cfg[flat] = space[flat].from_unit(float(row[col + 1 + i]))
+        configs.append({n: cfg[n] for n in space})
     return configs
+
+
+def _grid_axis(space: Space, name: str, grid_points: int) -> list[dict[str, Any]]:
+    """The grid values of one top-level entry as partial configurations; a conditional choice's
+    axis is its branches one after another, each the product of its own names' grids (the other
+    branches' names at their placeholders)."""
+    dim = space[name]
+    if not isinstance(dim, Conditional):
+        return [{name: v} for v in dim.grid(grid_points)]
+    owned = [n for n in space if (space.condition_of(n) or ("",))[0] == name]
+    rest = {n: space.placeholder(n) for n in owned}
+    out = []
+    for key, (_, pairs) in zip(dim.values, dim.names, strict=True):
+        flats = [flat for _, flat in pairs]
+        for values in itertools.product(*(space[f].grid(grid_points) for f in flats)):
+            out.append({name: key, **rest, **dict(zip(flats, values, strict=True))})
+    return out
 
 
 def grid(space: Space, n: int | None = None, seed: int = 0, *, grid_points: int = 5) -> list[dict]:
@@ -83,8 +141,12 @@ def grid(space: Space, n: int | None = None, seed: int = 0, *, grid_points: int 
     ``n`` must be ``None`` or the size of the grid; ``seed`` is unused.
     """
     del seed
-    axes = [space[name].grid(grid_points) for name in space]
-    configs = [dict(zip(space, values, strict=True)) for values in itertools.product(*axes)]
+    tops = [n for n in space if space.condition_of(n) is None]
+    axes = [_grid_axis(space, name, grid_points) for name in tops]
+    configs = []
+    for parts in itertools.product(*axes):
+        merged = {k: v for part in parts for k, v in part.items()}
+        configs.append({n: merged[n] for n in space})
     if n is not None and n != len(configs):
         raise SearchSpaceError(
             f"grid search has {len(configs)} combinations but trials={n}; pass trials=None "
@@ -96,11 +158,11 @@ def grid(space: Space, n: int | None = None, seed: int = 0, *, grid_points: int 
 def random(space: Space, n: int, seed: int = 0, **_: object) -> list[dict]:
     """``n`` independent uniform draws (NumPy ``default_rng(seed)``)."""
     rng = np.random.default_rng(seed)
-    return _from_unit_points(space, rng.random((n, len(_free_names(space)))))
+    return _from_unit_points(space, rng.random((n, _unit_dims(space))))
 
 
 def _qmc(engine_cls, space: Space, n: int, seed: int) -> list[dict]:
-    d = len(_free_names(space))
+    d = _unit_dims(space)
     if d == 0:
         return _from_unit_points(space, np.zeros((n, 0)))
     engine = engine_cls(d, scramble=True, seed=np.random.default_rng(seed))
@@ -255,7 +317,7 @@ class StreamSampler(Sampler):
         self._start()
 
     def _start(self) -> None:
-        d = len(_free_names(self.space))
+        d = _unit_dims(self.space)
         if self.method == "random" or d == 0:
             rng = np.random.default_rng(self.seed)
             self._draw = lambda n: rng.random((n, d))

@@ -263,19 +263,29 @@ def integer(low: int, high: int, *, log: bool = False, static: bool = False) -> 
     return Integer(low, high, static, log)
 
 
-def choice(values: Sequence[Any], *, static: bool | None = None) -> Choice:
+def choice(values: Sequence[Any] | Mapping[str, Any], *, static: bool | None = None) -> Choice:
     """Categorical hyperparameter. Numeric values are traced unless ``static=True``;
     non-numeric values (strings, callables) must be static.
+
+    A dict ``{branch key: sub-space}`` makes a *conditional* choice (static): each branch has
+    its own hyperparameters, active only when it is chosen; see :mod:`jopt.sweep.conditional`.
 
     Example:
       >>> from jopt import sweep
       >>> sweep.choice(["adam", "sgd"], static=True).grid(0)
       ['adam', 'sgd']
+      >>> space = sweep.Space(opt=sweep.choice({"adam": {"b1": sweep.uniform(0.8, 0.99)}, "sgd": None}))
+      >>> space.active_names({"opt": "sgd", "b1": 0.895})
+      ['opt']
     """
-    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
-        raise SearchSpaceError(f"choice needs a list of values, got {values!r}")
     if static is not None and not isinstance(static, (bool, np.bool_)):
         raise SearchSpaceError(f"choice: static must be True, False or None, got {static!r}")
+    if isinstance(values, Mapping):
+        from jopt.sweep.conditional import make_conditional
+
+        return make_conditional(values, static)
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise SearchSpaceError(f"choice needs a list of values (or a dict of branches), got {values!r}")
     values = tuple(values)
     return Choice(values, bool(static) if static is not None else False)
 
@@ -288,12 +298,28 @@ def fixed(value: Any) -> Fixed:
 _FACTORIES = (uniform, loguniform, integer, choice, fixed)
 
 
+def as_dimension(name: str, dim: Any) -> Dimension:
+    """``dim`` as a :class:`Dimension` (a plain value becomes :func:`fixed`); a factory or a
+    dimension class passed itself raises :class:`SearchSpaceError` naming ``name``."""
+    if any(dim is f for f in _FACTORIES) or (isinstance(dim, type) and issubclass(dim, Dimension)):
+        raise SearchSpaceError(
+            f"{name}: got {getattr(dim, '__name__', dim)} itself, not a dimension; call it, "
+            "e.g. sweep.uniform(0.0, 1.0)"
+        )
+    return dim if isinstance(dim, Dimension) else Fixed(dim)
+
+
 class Space(Mapping[str, Dimension]):
     """A validated search space: ``name -> Dimension`` (plain values become :func:`fixed`).
 
+    A conditional choice (``sweep.choice({branch: sub-space, ...})``) adds its branches'
+    hyperparameters under flat names (see :mod:`jopt.sweep.conditional`); :meth:`active_names`
+    tells which of them a configuration uses.
+
     Raises:
       SearchSpaceError: for empty or inverted ranges, non-positive log bounds,
-        empty choices, non-numeric traced choices or reserved names (``fold``).
+        empty choices, non-numeric traced choices, reserved names (``fold``) or bad
+        conditional choices (each message names the dimension).
     """
 
     def __init__(self, dims: Mapping[str, Any] | None = None, /, **kwargs: Any):
@@ -301,19 +327,33 @@ class Space(Mapping[str, Dimension]):
         if not merged:
             raise SearchSpaceError("the search space is empty")
         self._dims: dict[str, Dimension] = {}
+        self._owners: dict[str, tuple[str, tuple[str, ...]]] = {}  # flat name -> (conditional, keys)
+        self.aliases: dict[str, tuple[str, ...]] = {}
+        """Short names of qualified conditional hyperparameters -> their qualified names."""
         for name, dim in merged.items():
             if not isinstance(name, str) or not name.isidentifier():
                 raise SearchSpaceError(f"hyperparameter names must be identifiers, got {name!r}")
             if name in RESERVED:
                 raise SearchSpaceError(f"{name!r} is reserved (the engine sets it when folds= is given)")
-            if any(dim is f for f in _FACTORIES) or (isinstance(dim, type) and issubclass(dim, Dimension)):
-                raise SearchSpaceError(
-                    f"{name}: got {getattr(dim, '__name__', dim)} itself, not a dimension; call it, "
-                    "e.g. sweep.uniform(0.0, 1.0)"
-                )
-            dim = dim if isinstance(dim, Dimension) else Fixed(dim)
-            dim.validate(name)
-            self._dims[name] = dim
+            dim = as_dimension(name, dim)
+            added = {name: dim}
+            if isinstance(dim, Conditional):
+                flat = flatten(name, dim)
+                added = flat.dims
+                self._owners.update({n: (name, keys) for n, keys in flat.owners.items()})
+                for short, flats in flat.aliases.items():
+                    if short in self.aliases:
+                        raise SearchSpaceError(f"{name}: {short!r} is qualified by two conditional choices")
+                    self.aliases[short] = flats
+            else:
+                dim.validate(name)
+            for n, d in added.items():
+                if n in self._dims:
+                    raise SearchSpaceError(f"{name}: the name {n!r} is declared twice in the space")
+                self._dims[n] = d
+        clash = sorted(set(self.aliases) & set(self._dims))
+        if clash:
+            raise SearchSpaceError(f"{clash[0]!r} is both a hyperparameter and a branch's short name")
 
     def __getitem__(self, name: str) -> Dimension:
         return self._dims[name]
@@ -337,6 +377,60 @@ class Space(Mapping[str, Dimension]):
         """Names whose values are static (Python values inside the task)."""
         return tuple(n for n, d in self._dims.items() if d.static)
 
+    # ------------------------------------------------------------------ conditional spaces
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """Names of the conditional choices (empty for a space without branches)."""
+        return tuple(n for n, d in self._dims.items() if isinstance(d, Conditional))
+
+    def condition_of(self, name: str) -> tuple[str, tuple[str, ...]] | None:
+        """``(conditional, branch keys)`` where ``name`` is active, ``None`` for an unconditional name.
+
+        Example:
+          >>> from jopt import sweep
+          >>> s = sweep.Space(opt=sweep.choice({"a": {"x": sweep.uniform(0.0, 1.0)}, "b": None}), y=1)
+          >>> s.condition_of("x"), s.condition_of("y")
+          (('opt', ('a',)), None)
+        """
+        if name not in self._dims:
+            raise KeyError(f"{name!r} is not in the space (the space has {list(self._dims)})")
+        return self._owners.get(name)
+
+    def placeholder(self, name: str) -> Any:
+        """The value an inactive conditional hyperparameter holds (see :mod:`jopt.sweep.conditional`)."""
+        if self.condition_of(name) is None:
+            raise ValueError(f"{name!r} is not a hyperparameter of a branch; it has no placeholder")
+        return Conditional.placeholder(self._dims[name])
+
+    def active_names(self, config: Mapping[str, Any]) -> list[str]:
+        """The names ``config`` uses, in space order: every name of a space without branches;
+        else the unconditional names, the branch choices and the chosen branches' names.
+
+        Raises:
+          SearchSpaceError: ``config`` lacks a branch choice or names an unknown branch.
+
+        Example:
+          >>> from jopt import sweep
+          >>> s = sweep.Space(opt=sweep.choice({"a": {"x": sweep.uniform(0.0, 1.0)}, "b": None}), y=1)
+          >>> s.active_names({"opt": "a", "x": 0.2, "y": 1}), s.active_names({"opt": "b"})
+          (['opt', 'x', 'y'], ['opt', 'y'])
+        """
+        chosen = {}
+        for cond in self.conditions:
+            if cond not in config:
+                raise SearchSpaceError(f"configuration {dict(config)!r} lacks the branch choice {cond!r}")
+            value, keys = config[cond], [str(k) for k in self._dims[cond].values]
+            if not isinstance(value, str) or value not in keys:
+                raise SearchSpaceError(f"{cond}={value!r} is not one of the branches {keys}")
+            chosen[cond] = str(value)
+        return [
+            n for n in self._dims if n not in self._owners or chosen[self._owners[n][0]] in self._owners[n][1]
+        ]
+
+    def active_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` restricted to its :meth:`active_names` (what results tables show)."""
+        return {n: config[n] for n in self.active_names(config) if n in config}
+
     def validate_config(
         self, config: Mapping[str, Any], *, where: str = "configuration", outside: str = "allow"
     ) -> dict[str, Any]:
@@ -353,6 +447,11 @@ class Space(Mapping[str, Dimension]):
         :class:`OutsideSpaceWarning` naming the configuration, the dimension and the bounds; what
         the front-ends do for explicit lists) or ``"raise"`` a :class:`SearchSpaceError`.
 
+        With branches (:mod:`jopt.sweep.conditional`) a configuration needs its branch choice and
+        the chosen branch's names only (short names of qualified ones allowed); inactive names are
+        filled with their placeholders, and a value given for one (other than its placeholder)
+        raises :class:`SearchSpaceError` naming the branches it belongs to.
+
         Example:
           >>> from jopt import sweep
           >>> space = sweep.Space(lr=sweep.loguniform(1e-3, 1.0), bs=32)
@@ -367,6 +466,8 @@ class Space(Mapping[str, Dimension]):
             raise ValueError(f"outside must be 'allow', 'warn' or 'raise', got {outside!r}")
         if not isinstance(config, Mapping):
             raise SearchSpaceError(f"{where} must be a dict of hyperparameter values, got {config!r}")
+        if self._owners or self.conditions:
+            config = resolve(self, config, where)
         unknown = set(config) - set(self._dims)
         if unknown:
             raise SearchSpaceError(
@@ -446,31 +547,48 @@ class Hyperparams(Mapping[str, Any]):
 
     Traced names map to JAX scalars, static names to Python values. Reading a
     name that is not in the space raises ``KeyError`` with the known names and a
-    did-you-mean hint. ``fold`` is the fold index (traced int32) when the sweep
-    has ``folds=k``, and ``num_folds`` is ``k`` (or ``None``).
+    did-you-mean hint. With branches (:mod:`jopt.sweep.conditional`), reading a name of
+    another branch raises ``KeyError`` naming its branches, iteration skips such names, and a
+    qualified name (``"sgd.lr"``) is also read by its short name (``hp["lr"]``). ``fold`` is
+    the fold index (traced int32) when the sweep has ``folds=k``, and ``num_folds`` is ``k`` (or ``None``).
     """
 
     def __init__(self, values: Mapping[str, Any], num_folds: int | None = None):
         self._values = dict(values)
         self.num_folds = num_folds
         self.accessed: set[str] = set()
+        self._aliases: dict[str, str] = {}
+        self._inactive: dict[str, BranchKey] = {}
+        for v in self._values.values():
+            if isinstance(v, BranchKey):
+                self._aliases.update(v.aliases)
+                self._inactive.update({n: v for n in v.inactive})
 
     def __getitem__(self, name: str) -> Any:
+        if name not in self._values and name in self._aliases:
+            name = self._aliases[name]
+        if name in self._inactive:
+            branch = self._inactive[name]
+            raise KeyError(
+                f"hyperparameter {name!r} is inactive with {branch.dimension}={str(branch)!r}: it belongs "
+                f"to branch(es) {list(branch.owners[name])} of {branch.dimension!r}; read it only when "
+                f"hp[{branch.dimension!r}] is one of them"
+            )
         if name in self._values:
             self.accessed.add(name)
             return self._values[name]
         if name == "fold":
             raise KeyError("'fold' is only defined in a cross-validated sweep: pass folds=k to sweep.run")
-        close = difflib.get_close_matches(str(name), list(self._values), n=1)
+        close = difflib.get_close_matches(str(name), list(self), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        known = sorted(k for k in self._values if k != "fold")
+        known = sorted(k for k in self if k != "fold")
         raise KeyError(f"hyperparameter {name!r} is not in the search space{hint} (known: {known})")
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
+        return (n for n in self._values if n not in self._inactive)
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._values) - len(self._inactive.keys() & self._values.keys())
 
     def __repr__(self) -> str:
         return f"Hyperparams({self._values!r})"
@@ -479,3 +597,7 @@ class Hyperparams(Mapping[str, Any]):
     def fold(self) -> Any:
         """The fold index (traced int32 scalar) in a cross-validated sweep, else ``None``."""
         return self._values.get("fold")
+
+
+# the conditional module builds on the classes above
+from jopt.sweep.conditional import BranchKey, Conditional, flatten, resolve  # noqa: E402
