@@ -79,9 +79,9 @@ class ASHA(TrialScheduler):
             if rec.status != "running" or rec.age not in self.budgets[:-1]:
                 continue
             # every trial that reached this budget, this one included (its record ends there or later)
-            recorded = sorted(history.signed(r.at(rec.age)) for r in history.values() if rec.age in r.step)
+            recorded = sorted(history.score(r.trial, rec.age) for r in history.values() if rec.age in r.step)
             m = max(1, math.floor(len(recorded) / self.eta + 1e-9))
-            if history.signed(rec.last) > recorded[m - 1]:
+            if history.score(t) > recorded[m - 1]:
                 out[t] = PRUNE
         return out
 

@@ -88,7 +88,7 @@ class Executor:
             task, space, sampler, scheduler, options,
         )  # fmt: skip
         self.plan = Plan(task, space, options, getattr(sampler, "configs", ()))
-        self.history = History(options.mode)
+        self.history = History(options.mode, options.constraints)
         self.k = options.members_per_trial
         self.parallel, self.method, self.hooks = parallel, dict(method or {}), dict(hooks or {})
         self.single_chunk = single_chunk
@@ -427,13 +427,15 @@ class Executor:
             utilization=c["trial_steps"] / max(c["slot_steps"], 1), timed_out=self.cut,
         )  # fmt: skip
         logs = tuple(n for n in self.space if isinstance(self.space[n], LogUniform))
-        return SweepResult(trials, self.options.mode, stats, logs, states, self.task.params)
+        return SweepResult(
+            trials, self.options.mode, stats, logs, states, self.task.params, self.options.directions
+        )
 
     # ================================================================== checkpoints
     def _fingerprint(self) -> dict[str, str]:
         o = self.options
         parts = {n: getattr(o, n) for n in ("steps", "eval_every", "mode", "seed", "patience", "min_delta",
-                                             "folds", "check_params")}  # fmt: skip
+                                             "folds", "check_params", "directions")}  # fmt: skip
         return fingerprint(options=parts, space=describe_space(self.space), method=self.method,
                            task=self.plan.task_identity())  # fmt: skip
 
@@ -490,7 +492,9 @@ class Executor:
     def _load(self, meta: dict, arrays: dict) -> None:
         """Take over a checkpoint's records (raises on inconsistent ones; see Checkpointer.restore)."""
         self.kept, self.parked, self.chunk = {}, {}, None
-        self.history = History.from_json(self.space, meta["history"], self.options.mode)
+        self.history = History.from_json(
+            self.space, meta["history"], self.options.mode, self.options.constraints
+        )
         for t in self.history:
             self.plan.admit(self.history[t].config)
         self.sampler.load_state_dict(meta["sampler"])

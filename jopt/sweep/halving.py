@@ -263,11 +263,11 @@ class SuccessiveHalving(Sampler, TrialScheduler):
         ):
             return [], []
         waiting = [t for t in self.alive if history[t].status == "paused"]
-        ranked = sorted(waiting, key=lambda t: (history.signed(history[t].last), t))
+        ranked = sorted(waiting, key=lambda t: (history.score(t), t))
         if self.rung + 1 >= len(budgets):
             return [], ranked  # cannot happen: the last rung completes at max_steps
         keep = self._plan()[self.rung + 1]
-        survivors = sorted(t for t in ranked[:keep] if history.signed(history[t].last) < math.inf)
+        survivors = sorted(t for t in ranked[:keep] if history.score(t) < math.inf)
         pruned = [t for t in waiting if t not in survivors]
         self.rung += 1
         self.alive = survivors

@@ -12,7 +12,9 @@ and ``"pruned"`` (ended early by the trial scheduler).
 
 Ranking (:func:`rank_key`, used everywhere a best trial is chosen): diverged or non-finite last;
 then the higher rung first (objectives measured at different budgets are not comparable); then
-the objective (``mode``); then the lower trial id.
+feasible before infeasible (``constraints``); then the objective (``mode``); then the lower
+trial id. Trial schedulers compare evaluations with :meth:`History.score`, the same rule for one
+evaluation.
 
 Example:
   >>> h = History()
@@ -30,7 +32,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,7 @@ from jopt.sweep.space import Choice, Fixed, Space
 
 __all__ = [
     "FINAL",
+    "INFEASIBLE",
     "History",
     "TrialRecord",
     "decode_config",
@@ -50,6 +53,7 @@ __all__ = [
 ]
 
 FINAL = frozenset({"completed", "stopped", "diverged", "pruned"})
+INFEASIBLE = 1e300  # History.score of an infeasible evaluation: INFEASIBLE + its violation
 
 
 # ----------------------------------------------------------------------------- configurations <-> JSON
@@ -149,8 +153,10 @@ class TrialRecord:
 class History(Mapping[int, TrialRecord]):
     """Every trial of a search by id, in order of proposal; ``mode`` orients the objective."""
 
-    def __init__(self, mode: str = "min") -> None:
-        self.mode = mode
+    def __init__(
+        self, mode: str = "min", constraints: Callable[[Mapping[str, float]], Any] | None = None
+    ) -> None:
+        self.mode, self.constraints = mode, constraints
         self._trials: dict[int, TrialRecord] = {}
 
     def signed(self, value: float) -> float:
@@ -216,6 +222,37 @@ class History(Mapping[int, TrialRecord]):
         rec = self._trials[trial]
         rec.step, rec.objective, rec.folds, rec.metrics, rec.steps_trained = [], [], [], {}, 0
 
+    # ------------------------------------------------------------------ constraints, scores
+    def violation(self, trial: int, index: int = -1) -> float:
+        """Total amount by which the constraints are exceeded at evaluation ``index`` of ``trial``
+        (0 when feasible, or without constraints)."""
+        rec = self._trials[trial]
+        if self.constraints is None or not rec.objective:
+            return 0.0
+        metrics = {"objective": rec.objective[index], **{k: v[index] for k, v in rec.metrics.items()}}
+        try:
+            values = np.atleast_1d(np.asarray(self.constraints(metrics), np.float64))
+        except Exception as err:
+            raise ValueError(
+                f"constraints failed on the metrics {sorted(metrics)} of trial {trial}: {err}"
+            ) from err
+        if values.ndim != 1:
+            raise ValueError(f"constraints must return a number or a 1-D sequence of numbers, got {values!r}")
+        return float(np.sum(np.where(np.isnan(values), np.inf, np.maximum(values, 0.0))))
+
+    def score(self, trial: int, age: int | None = None) -> float:
+        """What every trial scheduler compares (smaller is better): the signed objective of
+        ``trial`` at ``age`` (default: its latest evaluation); an infeasible evaluation scores
+        after every feasible one (``INFEASIBLE`` plus its violation); ``+inf`` when not finite
+        or not evaluated at that age."""
+        rec = self._trials[trial]
+        if not rec.objective or (age is not None and age not in rec.step):
+            return math.inf
+        i = -1 if age is None else rec.step.index(age)
+        key = signed(rec.objective[i], self.mode)
+        violation = self.violation(trial, i)
+        return key if violation <= 0 or key == math.inf else INFEASIBLE + violation
+
     # ------------------------------------------------------------------ results
     def result(self, trial: int, patience: int | None = None) -> TrialResult:
         """The :class:`TrialResult` of one trial: objective = the best evaluation with early
@@ -233,9 +270,12 @@ class History(Mapping[int, TrialRecord]):
         history.update({k: list(v) for k, v in rec.metrics.items()})
         fold_objs = [s[-1] for s in rec.folds] if len(rec.folds) > 1 else None
         best_step = rec.step[i] if rec.step else 0
+        at = i if patience is not None else -1  # the evaluation of the returned state
+        names = sorted((k for k in rec.metrics if k.startswith("eval/objective_")), key=lambda k: int(k[15:]))
+        objectives = tuple(float(rec.metrics[k][at]) for k in names) if names and obj.size else None
         return TrialResult(
             rec.trial, dict(rec.config), status, objective, final, best, best_step, rec.steps_trained,
-            history, fold_objs, rec.rung,
+            history, fold_objs, rec.rung, objectives, self.violation(trial, at) if obj.size else 0.0,
         )  # fmt: skip
 
     def results(self, patience: int | None = None) -> list[TrialResult]:
@@ -246,7 +286,7 @@ class History(Mapping[int, TrialRecord]):
     def rank(self, trial: int, patience: int | None = None) -> tuple:
         """:func:`rank_key` of a trial's result (smaller is better)."""
         r = self.result(trial, patience)
-        return rank_key(r.objective, r.status, self.mode, r.rung, r.trial)
+        return rank_key(r.objective, r.status, self.mode, r.rung, r.trial, r.violation)
 
     # ------------------------------------------------------------------ JSON
     def to_json(self, space: Space) -> list[dict[str, Any]]:
@@ -260,8 +300,10 @@ class History(Mapping[int, TrialRecord]):
         return out
 
     @classmethod
-    def from_json(cls, space: Space, data: Sequence[Mapping[str, Any]], mode: str = "min") -> History:
-        h = cls(mode)
+    def from_json(
+        cls, space: Space, data: Sequence[Mapping[str, Any]], mode: str = "min", constraints: Any = None
+    ) -> History:
+        h = cls(mode, constraints)
         for d in data:
             rec = h.add(d["trial"], decode_config(space, d["config"]), tuple(d["group"]))
             rec.status, rec.step, rec.objective = d["status"], list(d["step"]), list(d["objective"])

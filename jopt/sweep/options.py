@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -116,6 +116,8 @@ class Options:
     timeout: float | None = None
     data_parallel: int = 1
     callbacks: tuple = ()
+    directions: tuple[str, ...] | None = None
+    constraints: Callable[[Mapping[str, float]], Any] | None = None
 
     @property
     def sign(self) -> float:
@@ -215,6 +217,23 @@ def _check_devices(devices: Any) -> int | tuple | None:
     return devices
 
 
+def _check_directions(directions: Any, mode: str, patience: int | None) -> tuple[tuple | None, str]:
+    """``(directions as a tuple or None, the mode they imply)``, else ``ValueError``."""
+    if directions is None:
+        return None, mode
+    ok = isinstance(directions, Sequence) and not isinstance(directions, str)
+    if not ok or len(directions) < 2 or any(d not in MODES for d in directions):
+        raise ValueError(
+            f"directions must be None or a sequence of two or more of 'min' / 'max' (one per objective), "
+            f"got {directions!r}"
+        )
+    if mode != "min" and mode != directions[0]:
+        raise ValueError(f"mode={mode!r} contradicts directions={tuple(directions)!r}: give directions only")
+    if patience is not None:
+        raise ValueError("patience (early stopping on one objective) cannot be combined with directions")
+    return tuple(directions), directions[0]
+
+
 def make_options(
     *,
     steps: int,
@@ -234,6 +253,8 @@ def make_options(
     timeout: float | None = None,
     data_parallel: int = 1,
     callbacks: Sequence[Any] = (),
+    directions: Sequence[str] | None = None,
+    constraints: Callable[[Mapping[str, float]], Any] | None = None,
 ) -> Options:
     """Validate the shared options of a search.
 
@@ -262,6 +283,13 @@ def make_options(
       callbacks: objects with ``on_segment`` / ``on_trial_end`` / ``on_end`` methods (see
         :mod:`jopt.sweep.callbacks`), called on process 0 at each segment boundary, when a trial
         ends and at the end.
+      directions: a multi-objective search: ``("min", "min")``, ... one per objective of a
+        ``task.evaluate`` that returns a 1-D array of them (objective 0 is the engine's
+        objective: best state, ranking; ``result.pareto_front()`` uses all). Sets ``mode``.
+      constraints: ``metrics -> values``, feasible when every value is ``<= 0``; ``metrics``
+        maps ``"objective"``, ``"train/<name>"`` and ``"eval/<name>"`` to their values at one
+        evaluation. Infeasible trials rank after every feasible one (by total violation), in
+        results and in every method's decisions.
 
     Raises:
       ValueError: naming the first bad argument.
@@ -303,11 +331,16 @@ def make_options(
         from jopt.sweep.callbacks import check_callbacks
 
         callbacks = check_callbacks(callbacks)
+    directions, mode = _check_directions(directions, mode, patience)
+    if constraints is not None and not callable(constraints):
+        raise ValueError(
+            f"constraints must be None or a function metrics -> values (<= 0 feasible), got {constraints!r}"
+        )
     for name, flag in (("progress", progress), ("check_params", check_params)):
         if not isinstance(flag, (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {flag!r}")
     return Options(
         int(steps), int(eval_every), mode, seed, max_parallel, budget, devices, patience, float(min_delta),
         folds, checkpoint_dir, keep_states, bool(progress), bool(check_params),
-        None if timeout is None else float(timeout), data_parallel, tuple(callbacks),
+        None if timeout is None else float(timeout), data_parallel, tuple(callbacks), directions, constraints,
     )  # fmt: skip

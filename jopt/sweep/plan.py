@@ -122,6 +122,25 @@ class Plan:
         if not checked:
             check_task(self.task, self.space, [config], num_folds=self.options.folds)
         self.statics[group] = {n: config[n] for n in self.space.static_names}
+        self._check_objectives(group)
+
+    def _check_objectives(self, group: tuple) -> None:
+        """The number of objectives ``evaluate`` returns must match ``directions``."""
+        hp_abs = {n: jax.ShapeDtypeStruct((), np.dtype(d)) for n, d in self.hp_dtypes.items()}
+        bound = self.bound(group)
+        state = jax.eval_shape(bound.init, hp_abs, jax.eval_shape(lambda: jax.random.key(0)))
+        _, metrics = jax.eval_shape(bound.evaluate, hp_abs, state)
+        count = sum(1 for k in metrics if k.startswith("objective_") and k[10:].isdigit())
+        directions = self.options.directions
+        if directions is None and count:
+            raise ValueError(
+                f"task.evaluate returns {count} objectives: give directions=(...), one 'min' or 'max' each"
+            )
+        if directions is not None and count != len(directions):
+            raise ValueError(
+                f"directions={directions!r} names {len(directions)} objectives but task.evaluate returns "
+                f"{count or 'one scalar'}; return a 1-D array with one objective per direction"
+            )
 
     def admit(self, config: Mapping[str, Any]) -> tuple:
         """The group of a new configuration (checking the task for a group not seen before)."""

@@ -242,7 +242,7 @@ class PBT(TrialScheduler):
         ids = sorted(trials)
         if not ids or any(history[t].status == "completed" for t in ids):
             return {}  # the last segment: nothing to exploit
-        keys = np.asarray([history.signed(history[t].last) if history[t].status != "diverged" else np.inf
+        keys = np.asarray([history.score(t) if history[t].status != "diverged" else np.inf
                            for t in ids])  # fmt: skip
         configs = [history[t].config for t in ids]
         donors, new = exploit_explore(keys, configs, self.space, self.rng, quantile=self.quantile,
@@ -373,8 +373,8 @@ def pbt(
     size = next(iter(r.stats["chunk_sizes"].values()), [None])[0]  # None: reloaded, nothing ran
     stats = dict(r.stats, steps=int(steps), eval_every=int(eval_every), batch_size=size)
     stats["wall_seconds"] = time.perf_counter() - t_start
-    return PBTResult(r.trials, r.mode, stats, r.log_scale, r.states, r.params_fn, scheduler.lineage,
-                     scheduler.schedules)  # fmt: skip
+    return PBTResult(r.trials, r.mode, stats, r.log_scale, r.states, r.params_fn, r.directions,
+                     lineage=scheduler.lineage, schedules=scheduler.schedules)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- plot

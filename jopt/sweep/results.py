@@ -20,6 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from jopt.sweep import pareto
+
 __all__ = ["SweepResult", "TrialResult", "rank_key", "signed"]
 
 
@@ -37,10 +41,14 @@ def signed(objective: float, mode: str) -> float:
     return value if mode == "min" else -value
 
 
-def rank_key(objective: float, status: str, mode: str, rung: int | None = None, trial: int = 0) -> tuple:
+def rank_key(
+    objective: float, status: str, mode: str, rung: int | None = None, trial: int = 0, violation: float = 0.0
+) -> tuple:
     """The one ranking rule of jopt.sweep, as a sort key (smallest = best): diverged or non-finite
     objectives last; then the higher rung first (objectives measured after different budgets are
-    not comparable); then the objective oriented by ``mode``; then the lower trial id.
+    not comparable); then feasible before infeasible (``violation``: the total amount by which
+    the constraints are exceeded), infeasible ones by violation; then the objective oriented by
+    ``mode``; then the lower trial id.
 
     Example:
       >>> sorted([(2.0, "completed", 0), (1.0, "diverged", 0), (3.0, "pruned", 1)],
@@ -48,7 +56,7 @@ def rank_key(objective: float, status: str, mode: str, rung: int | None = None, 
       [(3.0, 'pruned', 1), (2.0, 'completed', 0), (1.0, 'diverged', 0)]
     """
     key = math.inf if status == "diverged" else signed(objective, mode)
-    return (key == math.inf, -(rung or 0), key, trial)
+    return (key == math.inf, -(rung or 0), violation > 0, violation, key, trial)
 
 
 @dataclass
@@ -72,6 +80,10 @@ class TrialResult:
       rung: in successive halving / Hyperband, the index of the highest rung (step budget) the
         trial reached, else ``None``. Trials that reached a higher rung rank first: objectives
         measured after different numbers of steps are not comparable.
+      objectives: in a multi-objective search, every objective at the returned state (objective
+        0 is ``objective``), else ``None``.
+      violation: the total amount by which the constraints are exceeded at the returned state
+        (0: feasible).
     """
 
     trial: int
@@ -85,6 +97,13 @@ class TrialResult:
     history: dict[str, list[float]]
     fold_objectives: list[float] | None = None
     rung: int | None = None
+    objectives: tuple[float, ...] | None = None
+    violation: float = 0.0
+
+    @property
+    def feasible(self) -> bool:
+        """Whether the constraints hold at the returned state (always, without constraints)."""
+        return self.violation <= 0
 
 
 def _jsonable(value: Any) -> Any:
@@ -105,6 +124,8 @@ class SweepResult:
       stats: engine statistics (wall and compile seconds, number of compiles, chunk sizes,
         devices, estimated bytes per trial).
       log_scale: names of log-uniform hyperparameters (log axes in plots).
+      directions: a multi-objective sweep's directions (``TrialResult.objectives``,
+        :meth:`pareto_front`, :meth:`hypervolume`), else ``None``.
     """
 
     trials: list[TrialResult]
@@ -113,11 +134,51 @@ class SweepResult:
     log_scale: tuple[str, ...] = ()
     states: dict[int, Any] = field(default_factory=dict, repr=False)
     params_fn: Any = field(default=None, repr=False)
+    directions: tuple[str, ...] | None = None
+
+    # ------------------------------------------------------------------ several objectives
+    def _objective_matrix(self, trials: Sequence[TrialResult]) -> np.ndarray:
+        if self.directions is None:
+            raise ValueError("pareto_front and hypervolume need a multi-objective sweep (directions=...)")
+        return pareto.oriented([t.objectives for t in trials], self.directions).reshape(len(trials), -1)
+
+    def _front_candidates(self) -> list[TrialResult]:
+        return [
+            t for t in self.trials
+            if t.status != "diverged" and t.feasible and t.objectives is not None
+            and all(math.isfinite(v) for v in t.objectives)
+        ]  # fmt: skip
+
+    def pareto_front(self) -> list[TrialResult]:
+        """The feasible, finite trials no other one dominates (every objective at least as good,
+        one better; ``directions`` orient them), sorted by objective 0."""
+        cands = self._front_candidates()
+        if not cands:
+            return []
+        mask = pareto.non_dominated(self._objective_matrix(cands))
+        front = [t for t, keep in zip(cands, mask, strict=True) if keep]
+        return sorted(front, key=lambda t: (signed(t.objectives[0], self.directions[0]), t.trial))
+
+    def hypervolume(self, reference: Sequence[float]) -> float:
+        """Hypervolume of the Pareto front up to ``reference`` (one value per objective, in the
+        objectives' own orientation: worse than every point that should count)."""
+        front = self.pareto_front()
+        ref = pareto.oriented(np.asarray(reference, np.float64)[None], self.directions)[0]
+        if ref.size != len(self.directions):
+            raise ValueError(f"reference must have {len(self.directions)} values, got {list(reference)}")
+        return pareto.hypervolume(self._objective_matrix(front), ref) if front else 0.0
+
+    def plot_pareto(self, path: str | Path | None = None, *, objectives: tuple[int, int] = (0, 1)):
+        """Two objectives of every trial, the Pareto front highlighted (:func:`pareto.plot_pareto`)."""
+        return pareto.plot_pareto(self, path, objectives=objectives)
 
     # ------------------------------------------------------------------ ranking
     def ranked(self) -> list[TrialResult]:
         """Trials from best to worst (:func:`rank_key`: diverged last; with rungs, higher rungs first)."""
-        return sorted(self.trials, key=lambda t: rank_key(t.objective, t.status, self.mode, t.rung, t.trial))
+        return sorted(
+            self.trials,
+            key=lambda t: rank_key(t.objective, t.status, self.mode, t.rung, t.trial, t.violation),
+        )
 
     @property
     def best(self) -> TrialResult:

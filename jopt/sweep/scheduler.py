@@ -105,11 +105,11 @@ class MedianStopping(TrialScheduler):
                 continue
             means = []
             for r in done:
-                seen = [history.signed(v) for s, v in zip(r.step, r.objective, strict=True) if s <= rec.age]
+                seen = [history.score(r.trial, s) for s in r.step if s <= rec.age]
                 if seen:
                     means.append(sum(seen) / len(seen))
             if len(means) >= self.min_trials:
-                best = min(history.signed(v) for v in rec.objective)
+                best = min(history.score(t, s) for s in rec.step)
                 if best > statistics.median(means):
                     out[t] = PRUNE
         return out

@@ -60,6 +60,7 @@ __all__ = [
     "bind_group",
     "check_task",
     "eval_objective",
+    "objective_name",
     "check_task_object",
     "group_hyperparams",
     "scalar_metrics",
@@ -153,11 +154,29 @@ def eval_objective(task: Task, hp: Hyperparams, state: Any) -> tuple[jax.Array, 
         objective, metrics = out
     else:
         objective, metrics = out, {}
+    expected += " or a 1-D array of objectives (a multi-objective search, directions=...)"
     if not _is_number(objective):
         raise SearchSpaceError(f"{expected}, got {_describe(objective)}")
-    if np.shape(objective) != ():
-        raise SearchSpaceError(f"{expected}, got shape {tuple(np.shape(objective))}")
-    return jnp.asarray(objective, jnp.float32), scalar_metrics(metrics, "task.evaluate metrics")
+    metrics = scalar_metrics(metrics, "task.evaluate metrics")
+    shape = tuple(np.shape(objective))
+    if len(shape) == 1 and shape[0] >= 2:
+        objectives = jnp.asarray(objective, jnp.float32)
+        metrics.update({objective_name(i): objectives[i] for i in range(shape[0])})
+        return objectives[0], metrics
+    if shape != ():
+        raise SearchSpaceError(f"{expected}, got shape {shape}")
+    return jnp.asarray(objective, jnp.float32), metrics
+
+
+def objective_name(index: int) -> str:
+    """The evaluation metric holding objective ``index`` of a multi-objective task (the engine's
+    scalar objective is objective 0).
+
+    Example:
+      >>> objective_name(1)
+      'objective_1'
+    """
+    return f"objective_{index}"
 
 
 def group_hyperparams(
