@@ -30,7 +30,9 @@ from a sampler (:mod:`~jopt.sweep.samplers`: the ask/tell protocol) -> results
 (:mod:`~jopt.sweep.history`, :mod:`~jopt.sweep.results`). Shared options, validated once:
 :mod:`~jopt.sweep.options`. Also :mod:`~jopt.sweep.space`, :mod:`~jopt.sweep.task`,
 :mod:`~jopt.sweep.folds` (cross-validation), :mod:`~jopt.sweep.checkpoint` (orbax),
-:mod:`~jopt.sweep.plots`.
+:mod:`~jopt.sweep.transfer` (host copies of states, across processes), :mod:`~jopt.sweep.plots`,
+:mod:`~jopt.sweep.pareto` (multi-objective fronts), :mod:`~jopt.sweep.export` (Optuna studies,
+importance).
 
 Every search method is a front-end on it: :func:`run` (grid, random, Sobol, Halton; optionally
 with a scheduler such as :class:`MedianStopping`), :func:`successive_halving` and
@@ -49,6 +51,7 @@ from jopt.sweep import (
     chunk,
     engine,
     executor,
+    export,
     folds,
     gp,
     halving,
@@ -56,6 +59,7 @@ from jopt.sweep import (
     optuna_adapter,
     optuna_study,
     options,
+    pareto,
     plan,
     plots,
     population_based,
@@ -65,10 +69,12 @@ from jopt.sweep import (
     scheduler,
     space,
     task,
+    transfer,
 )
 from jopt.sweep.async_halving import ASHA, asha
 from jopt.sweep.bayes import BayesSampler, bayesian, propose
 from jopt.sweep.engine import run, search
+from jopt.sweep.export import importance, to_optuna
 from jopt.sweep.history import History, TrialRecord
 from jopt.sweep.options import Options, make_options
 from jopt.sweep.plan import Plan
@@ -137,6 +143,7 @@ __all__ = [
     "choice",
     "fixed",
     "hyperband",
+    "importance",
     "integer",
     "loguniform",
     "optuna_search",
@@ -147,5 +154,6 @@ __all__ = [
     "shard_batch",
     "successive_halving",
     "supervised_task",
+    "to_optuna",
     "uniform",
 ]

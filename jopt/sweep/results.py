@@ -168,6 +168,26 @@ class SweepResult:
             raise ValueError(f"reference must have {len(self.directions)} values, got {list(reference)}")
         return pareto.hypervolume(self._objective_matrix(front), ref) if front else 0.0
 
+    # ------------------------------------------------------------------ other tools
+    def to_optuna(self, storage: Any = None, study_name: str | None = None, **kwargs: Any):
+        """This sweep as an Optuna study (optuna-dashboard, ``optuna.importance``,
+        ``optuna.visualization``); see :func:`jopt.sweep.export.to_optuna`."""
+        from jopt.sweep.export import to_optuna
+
+        return to_optuna(self, storage, study_name, **kwargs)
+
+    def importance(self, **kwargs: Any) -> dict[str, float]:
+        """Hyperparameter importances (fANOVA through Optuna); see :func:`jopt.sweep.export.importance`."""
+        from jopt.sweep.export import importance
+
+        return importance(self, **kwargs)
+
+    def plot_importance(self, path: str | Path | None = None, **kwargs: Any):
+        """Bar chart of :meth:`importance`; see :func:`jopt.sweep.export.plot_importance`."""
+        from jopt.sweep.export import plot_importance
+
+        return plot_importance(self, path, **kwargs)
+
     def plot_pareto(self, path: str | Path | None = None, *, objectives: tuple[int, int] = (0, 1)):
         """Two objectives of every trial, the Pareto front highlighted (:func:`pareto.plot_pareto`)."""
         return pareto.plot_pareto(self, path, objectives=objectives)
