@@ -110,6 +110,16 @@ def test_html_escapes_values_and_shows_functions_by_name():
     assert display.html(SweepResult([])).count("no trials") == 1
 
 
+def test_html_shows_every_objective_and_the_violation_of_a_multi_objective_sweep():
+    a, b = _trial(0, {"lr": 0.1}), _trial(1, {"lr": 0.2}, obj=0.7)
+    a.objectives, b.objectives, a.violation, b.violation = (0.5, 3.0), (0.7, 2.0), 0.0, 0.25
+    text = display.html(SweepResult([a, b]), plot=False)
+    head = re.findall(r"<th>(.*?)</th>", text)
+    rows = [dict(zip(head, _cells(r))) for r in _body_rows(text)]
+    assert [(r["objectives"], r["violation"]) for r in rows] == [("0.5, 3", "0"), ("0.7, 2", "0.25")]
+    assert "objectives" not in display.html(SweepResult([_trial(0, {"lr": 0.1})]), plot=False)
+
+
 # ----------------------------------------------------------------------------- plots
 
 

@@ -2,9 +2,10 @@
 
 :func:`html` renders a :class:`~jopt.sweep.results.SweepResult` (or a
 :class:`~jopt.sweep.population_based.PBTResult`) as one self-contained HTML fragment: a summary
-line, a table of the best ``top`` trials (rank, trial, status, objectives, steps, rung, exploits
-in PBT, every hyperparameter and the last value of each ``eval/<name>`` metric), and the
-learning curves as an inline PNG (plus the hyperparameter schedules for PBT). Every value is
+line, a table of the best ``top`` trials (rank, trial, status, objective, best objective and
+step, steps trained, every objective of a multi-objective search, the constraint violation
+where some trial has one, rung, exploits in PBT, every hyperparameter and the last value of
+each ``eval/<name>`` metric), and the learning curves as an inline PNG (plus the hyperparameter schedules for PBT). Every value is
 HTML-escaped. Jupyter calls it through the results' ``_repr_html_``, so a result on the last
 line of a cell shows itself.
 
@@ -83,12 +84,20 @@ def _table(result: Any, top: int | None) -> str:
     hp, evals = _columns(result)
     rungs = any(t.rung is not None for t in result.trials)
     lineage = getattr(result, "lineage", None)
+    multi = any(getattr(t, "objectives", None) is not None for t in result.trials)
+    violated = any(getattr(t, "violation", 0) > 0 for t in result.trials)
     head = ["rank", "trial", "status", "objective", "best objective", "best step", "steps"]
+    head += ["objectives"] * multi + ["violation"] * violated
     head += ["rung"] * rungs + ["exploits"] * (lineage is not None) + hp + evals
     rows = []
     for rank, t in enumerate(shown, 1):
         cells = [_cell(rank), _cell(t.trial), _cell(t.status, style=f"color:{_COLORS.get(t.status, 'gray')}")]
         cells += [_cell(v) for v in (t.objective, t.best_objective, t.best_step, t.steps_trained)]
+        if multi:
+            values = getattr(t, "objectives", None)
+            cells.append(_cell("" if values is None else ", ".join(format_value(v) for v in values)))
+        if violated:
+            cells.append(_cell(getattr(t, "violation", 0.0)))
         if rungs:
             cells.append(_cell("" if t.rung is None else t.rung))
         if lineage is not None:
