@@ -5,9 +5,9 @@
 line, a table of the best ``top`` trials (rank, trial, status, objective, best objective and
 step, steps trained, every objective of a multi-objective search, the constraint violation
 where some trial has one, rung, exploits in PBT, every hyperparameter and the last value of
-each ``eval/<name>`` metric), and the learning curves as an inline PNG (plus the hyperparameter schedules for PBT). Every value is
-HTML-escaped. Jupyter calls it through the results' ``_repr_html_``, so a result on the last
-line of a cell shows itself.
+each ``eval/<name>`` metric), and the learning curves as an inline PNG (plus the
+hyperparameter schedules for PBT). Every value is HTML-escaped. Jupyter calls it through the
+results' ``_repr_html_``, so a result on the last line of a cell shows itself.
 
 Example:
   >>> import matplotlib; matplotlib.use("Agg")
