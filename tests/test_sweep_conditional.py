@@ -103,9 +103,8 @@ def test_trial_equals_the_same_configuration_in_a_plain_space(grid_result):
         np.testing.assert_allclose(plain.trials[0].objective, t.objective, rtol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["random", "sobol"])
-def test_random_and_sobol_sample_both_branches(method):
-    r = sweep.run(TASK, SPACE, 6, method=method, steps=STEPS, eval_every=3, seed=2)
+def test_sobol_samples_both_branches_with_placeholders():
+    r = sweep.run(TASK, SPACE, 6, method="sobol", steps=STEPS, eval_every=3, seed=2)
     assert {t.hyperparams["optimizer"] for t in r.trials} == {"adam", "sgd"}
     assert r.stats["groups"] == 2
     _active_ok(r)
@@ -114,6 +113,41 @@ def test_random_and_sobol_sample_both_branches(method):
         assert all(t.hyperparams[n] == SPACE.placeholder(n) for n in inactive)
 
 
+def test_qualified_names_are_read_by_their_short_name():
+    # different learning-rate ranges per branch: "adam.learning_rate" and "sgd.learning_rate",
+    # which the task reads as hp["learning_rate"]
+    space = sweep.Space(
+        optimizer=sweep.choice(
+            {
+                "adam": {"learning_rate": sweep.loguniform(1e-3, 1e-2), "b1": sweep.uniform(0.5, 0.95)},
+                "sgd": {"learning_rate": sweep.loguniform(1e-1, 3e-1), "momentum": sweep.uniform(0.0, 0.9)},
+            }
+        )
+    )
+    assert space.aliases == {"learning_rate": ("adam.learning_rate", "sgd.learning_rate")}
+    r = sweep.run(TASK, space, 6, method="random", steps=STEPS, eval_every=3, seed=3)
+    assert {t.hyperparams["optimizer"] for t in r.trials} == {"adam", "sgd"}
+    for t in r.trials:
+        branch = t.hyperparams["optimizer"]
+        own = {"adam": "b1", "sgd": "momentum"}[branch]
+        active = space.active_config(t.hyperparams)
+        assert list(active) == ["optimizer", f"{branch}.learning_rate", own]
+        low, high = {"adam": (1e-3, 1e-2), "sgd": (1e-1, 3e-1)}[branch]
+        assert low <= active[f"{branch}.learning_rate"] <= high
+    firsts = {t.hyperparams["optimizer"]: t for t in reversed(r.trials)}
+    for branch, t in firsts.items():  # the same trial in the plain space
+        own = {"adam": "b1", "sgd": "momentum"}[branch]
+        active = space.active_config(t.hyperparams)
+        plain_cfg = {"optimizer": branch, "learning_rate": active[f"{branch}.learning_rate"],
+                     "b1": 0.7, "momentum": 0.4, own: active[own]}  # fmt: skip
+        with pytest.warns(UserWarning, match="never reads"):  # the plain space's other branch
+            plain = sweep.run(
+                TASK, PLAIN, [plain_cfg], trial_ids=[t.trial], steps=STEPS, eval_every=3, seed=3
+            )
+        np.testing.assert_allclose(plain.trials[0].objective, t.objective, rtol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:the task never reads")  # check_task of one group: see the report
 def test_bayesian_over_branches():
     r = sweep.bayesian(TASK, SPACE, 6, batch=2, initial=4, steps=STEPS, eval_every=3, seed=0,
                        num_candidates=64, fit_steps=20, restarts=1)  # fmt: skip

@@ -77,6 +77,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt.sweep import gp
+from jopt.sweep.conditional import branch_examples
 from jopt.sweep.engine import SCHEDULER_METHODS, as_space, check_protocol, search
 from jopt.sweep.options import check_int, validate_options
 from jopt.sweep.results import SweepResult
@@ -514,20 +515,6 @@ class BayesSampler(Sampler):
         self.params = None if p is None else gp.GPParams(*(jnp.asarray(a, jnp.float32) for a in p))
 
 
-def _branch_examples(space: Space) -> list[dict[str, Any]]:
-    """One configuration per combination of branches (every other value at its placeholder or
-    centre), so that the task is checked in every branch before anything compiles."""
-    import itertools
-
-    if not space.conditions:
-        return []
-    centre = {n: d.value if isinstance(d, Fixed) else d.from_unit(0.5) for n, d in space.items()}
-    combos = itertools.product(*(space[c].values for c in space.conditions))
-    return [
-        space.validate_config({**centre, **dict(zip(space.conditions, keys, strict=True))}) for keys in combos
-    ]
-
-
 def _check_loop_args(trials, batch, initial) -> int:
     """Validate the loop's arguments; returns ``initial`` (default ``min(trials, max(2 * batch, 4))``)."""
     batch = check_int("batch", batch)
@@ -618,7 +605,7 @@ def bayesian(
     method = {"name": "bayesian", "trials": trials, "batch": batch, "initial": initial,
               "acquisition": acquisition, "num_candidates": num_candidates, "fit_steps": fit_steps,
               "restarts": restarts}  # fmt: skip
-    check_task(task, space, sampler.design[:1] + _branch_examples(space), num_folds=opts.folds)
+    check_task(task, space, sampler.design[:1] + branch_examples(space), num_folds=opts.folds)
     result = search(task, space, sampler, scheduler, parallel=batch, method=method, steps=steps, **options)
     result.stats.update(
         trial_round=sampler.round_of[: len(result.trials)], rounds=sampler.rounds, gp=sampler.gp,

@@ -52,6 +52,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,7 @@ import numpy as np
 
 from jopt.sweep.space import RESERVED, Choice, Dimension, Fixed, SearchSpaceError, as_dimension
 
-__all__ = ["BranchKey", "Conditional", "Flattened", "flatten", "resolve"]
+__all__ = ["BranchKey", "Conditional", "Flattened", "branch_examples", "flatten", "resolve"]
 
 
 class BranchKey(str):
@@ -263,3 +264,23 @@ def resolve(space, config: Mapping[str, Any], where: str) -> dict[str, Any]:
                 f"(its versions: {list(space.aliases[stray[0]])})"
             )
     return out
+
+
+def branch_examples(space) -> list[dict[str, Any]]:
+    """One configuration per combination of branches (every other value at its placeholder or
+    its dimension's centre): checking the task on these checks every branch before anything
+    compiles. Empty for a space without branches.
+
+    Example:
+      >>> from jopt import sweep
+      >>> s = sweep.Space(opt=sweep.choice({"a": {"x": sweep.uniform(0.0, 1.0)}, "b": None}))
+      >>> branch_examples(s)
+      [{'opt': 'a', 'x': 0.5}, {'opt': 'b', 'x': 0.5}]
+    """
+    if not space.conditions:
+        return []
+    centre = {n: Conditional.placeholder(d) for n, d in space.items()}
+    combos = itertools.product(*(space[c].values for c in space.conditions))
+    return [
+        space.validate_config({**centre, **dict(zip(space.conditions, keys, strict=True))}) for keys in combos
+    ]

@@ -4,7 +4,9 @@ A search space maps hyperparameter names to *dimensions*:
 
 * :func:`uniform` / :func:`loguniform` -- continuous ranges (traced, float32),
 * :func:`integer` -- integer ranges (traced, int32),
-* :func:`choice` -- categorical values (traced when numeric, static otherwise),
+* :func:`choice` -- categorical values (traced when numeric, static otherwise); given a dict
+  ``{branch: sub-space}``, a static choice of branches with their own hyperparameters
+  (:mod:`jopt.sweep.conditional`),
 * any plain Python value -- a fixed value (static, the same for every trial).
 
 Traced values reach the task as JAX scalars, so one compiled program serves
