@@ -206,19 +206,22 @@ def test_sweep_run_calls_callbacks_and_logs_every_trial(tmp_path):
 
     rec = Recorder()
     tb = TensorBoardLogger(tmp_path)
-    result = sweep.run(make_task(), SPACE, 4, steps=6, eval_every=3, method="random", seed=0,
-                       progress=False, devices=1, callbacks=[rec, tb])  # fmt: skip
+    result = sweep.run(make_task(), SPACE, 6, steps=6, eval_every=2, method="random", seed=0, progress=False,
+                       devices=1, max_parallel=2, scheduler=sweep.MedianStopping(min_trials=2),
+                       callbacks=[rec, tb])  # fmt: skip
     assert rec.result is result
-    assert sorted(rec.ended) == [0, 1, 2, 3]
+    assert sorted(rec.ended) == list(range(6))
+    assert "pruned" in {t.status for t in result.trials} and "completed" in {t.status for t in result.trials}
     assert [b for b, _, _ in rec.segments] == sorted({b for b, _, _ in rec.segments})
     assert sum(len(tr) for _, tr, _ in rec.segments) == sum(len(t.history["step"]) for t in result.trials)
-    runs = sorted(tmp_path.iterdir())
-    assert len(runs) == 4
+    assert len(list(tmp_path.iterdir())) == 6
     for t in result.trials:
         run = tmp_path / trial_run_name(t.trial, t.hyperparams)
         got = scalars(run)
         assert got["objective"] == list(zip(t.history["step"], f32(t.history["objective"])))
         assert [v for _, v in got["eval/accuracy"]] == f32(t.history["eval/accuracy"])
         assert [v for _, v in got["train/loss"]] == f32(t.history["train/loss"])
+        assert hparams_of(run)["hparams"]["status"] == t.status
+        assert got["hparam/objective"] == [(t.history["step"][-1], float(np.float32(t.final_objective)))]
     with pytest.raises(ValueError, match="callbacks"):
         sweep.run(make_task(), SPACE, 2, steps=2, progress=False, devices=1, callbacks=[object()])

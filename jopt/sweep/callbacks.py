@@ -199,10 +199,12 @@ class TensorBoardLogger(Callback):
       >>> h = History()
       >>> _ = h.add(0, {"lr": 0.1}, ())
       >>> h.record(0, 10, [0.5], {"loss": [0.7]}, {}, [10])
-      >>> d = tempfile.mkdtemp()
-      >>> tb = TensorBoardLogger(d)
-      >>> tb.on_segment(1, h, [0]); h[0].status = "completed"; tb.on_trial_end(h, 0)
-      >>> os.listdir(d)
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     tb = TensorBoardLogger(d)
+      ...     tb.on_segment(1, h, [0])
+      ...     h[0].status = "completed"
+      ...     tb.on_trial_end(h, 0)
+      ...     print(os.listdir(d))
       ['trial_0000-lr=0.1']
     """
 
