@@ -224,7 +224,11 @@ def test_reading_another_branch_fails_before_compiling():
         ({"a": {"x": sweep.uniform}}, r"opt\['a'\].x: got uniform itself"),
         ({"a": {"fold": 1}}, r"opt\['a'\].fold: the name 'fold' is reserved"),
         ({"a": {"x": sweep.choice({"b": {}})}}, r"opt\['a'\].x: conditional choices cannot nest"),
-        ({"a": {"y": sweep.uniform(0.0, 1.0)}}, r"opt: the name 'y' is declared twice"),
+        ({"a": {"y": sweep.uniform(0.0, 1.0)}}, r"opt: the name 'y' is already in the space"),
+        (
+            {"a": {"y": sweep.uniform(0.0, 1.0)}, "b": {"y": sweep.uniform(0.0, 2.0)}},
+            r"opt: the short name 'y' of \['a.y', 'b.y'\] is already in the space",
+        ),
         (
             {"a": {"x": sweep.uniform(0.0, 1.0)}, "b": {"x": sweep.integer(0, 3)}},
             r"opt: 'x' is declared by branches \['a', 'b'\] with different kinds",

@@ -338,24 +338,28 @@ class Space(Mapping[str, Dimension]):
             if name in RESERVED:
                 raise SearchSpaceError(f"{name!r} is reserved (the engine sets it when folds= is given)")
             dim = as_dimension(name, dim)
-            added = {name: dim}
+            added, aliases = {name: dim}, {}
             if isinstance(dim, Conditional):
                 flat = flatten(name, dim)
-                added = flat.dims
+                added, aliases = flat.dims, flat.aliases
                 self._owners.update({n: (name, keys) for n, keys in flat.owners.items()})
-                for short, flats in flat.aliases.items():
-                    if short in self.aliases:
-                        raise SearchSpaceError(f"{name}: {short!r} is qualified by two conditional choices")
-                    self.aliases[short] = flats
             else:
                 dim.validate(name)
             for n, d in added.items():
-                if n in self._dims:
-                    raise SearchSpaceError(f"{name}: the name {n!r} is declared twice in the space")
+                if n in self._dims or n in self.aliases:
+                    raise SearchSpaceError(
+                        f"{name}: the name {n!r} is already in the space"
+                        + (f" (the short name of {list(self.aliases[n])})" if n in self.aliases else "")
+                        + "; rename one of them"
+                    )
                 self._dims[n] = d
-        clash = sorted(set(self.aliases) & set(self._dims))
-        if clash:
-            raise SearchSpaceError(f"{clash[0]!r} is both a hyperparameter and a branch's short name")
+            for short, flats in aliases.items():
+                if short in self._dims or short in self.aliases:
+                    raise SearchSpaceError(
+                        f"{name}: the short name {short!r} of {list(flats)} is already in the space; "
+                        "rename one of them"
+                    )
+                self.aliases[short] = flats
 
     def __getitem__(self, name: str) -> Dimension:
         return self._dims[name]
