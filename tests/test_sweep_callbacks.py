@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tensorboardX.proto import event_pb2, plugin_hparams_pb2  # jopt[dev]
+from tensorboardX.proto import api_pb2, event_pb2, plugin_hparams_pb2  # jopt[dev]
 
 from jopt import sweep
 from jopt.sweep.callbacks import Callback, TensorBoardLogger, check_callbacks, notify, trial_run_name
@@ -42,19 +42,26 @@ def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def hparams_of(run: Path) -> dict:
-    """The session-start hparams and the experiment's metric tags written in ``run``."""
-    hp, metrics = {}, []
+    """The hparams plugin's data written in ``run``: session start values, end status, experiment."""
+    out = {"hparams": {}, "status": None, "experiment": None}
     for ev in read_events(run):
         for v in ev.summary.value:
             if v.metadata.plugin_data.plugin_name != "hparams":
                 continue
             data = plugin_hparams_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
-            if data.HasField("session_start_info"):
+            kind = data.WhichOneof("data")
+            if kind == "session_start_info":
                 for k, val in data.session_start_info.hparams.items():
-                    hp[k] = getattr(val, val.WhichOneof("kind"))
-            if data.HasField("experiment"):
-                metrics = [m.name.tag for m in data.experiment.metric_infos]
-    return {"hparams": hp, "metrics": metrics}
+                    out["hparams"][k] = getattr(val, val.WhichOneof("kind"))
+            elif kind == "session_end_info":
+                out["status"] = api_pb2.Status.Name(data.session_end_info.status)
+            else:
+                exp = data.experiment
+                out["experiment"] = (
+                    {h.name: api_pb2.DataType.Name(h.type) for h in exp.hparam_infos},
+                    [m.name.tag for m in exp.metric_infos],
+                )
+    return out
 
 
 def f32(values):
@@ -144,7 +151,7 @@ def test_tensorboard_logger_writes_one_run_per_trial_with_the_history(tmp_path):
     h[0].status = "diverged"
     tb.on_trial_end(h, 0)
     tb.on_end(SweepResult(h.results(), "min"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
         "trial_0000-lr=0.1,act=abs,width=8",
         "trial_0001-lr=0.01,act=round,width=16",
     ]
@@ -155,7 +162,8 @@ def test_tensorboard_logger_writes_one_run_per_trial_with_the_history(tmp_path):
         assert len(got["objective"]) == len(h[t].step)
         check_run(run, h[t])
         hp = hparams_of(run)
-        assert hp["metrics"] == ["hparam/objective", "hparam/best_objective"]
+        assert hp["experiment"] is None  # one experiment, in the root run
+        assert hp["status"] == ("STATUS_FAILURE" if h[t].status == "diverged" else "STATUS_SUCCESS")
         r = h.result(t)
         want = {"lr": h[t].config["lr"], "act": h[t].config["act"].__name__, "width": h[t].config["width"]}
         assert hp["hparams"] == {**want, "status": h[t].status}
@@ -163,17 +171,26 @@ def test_tensorboard_logger_writes_one_run_per_trial_with_the_history(tmp_path):
         assert age == h[t].age and (final == np.float32(r.final_objective) or math.isnan(final))
         assert got["hparam/best_objective"] == [(h[t].age, float(np.float32(r.best_objective)))]
     assert math.isnan(scalars(run0)["objective"][-1][1])  # the diverged evaluation is kept as NaN
+    root = hparams_of(tmp_path)
+    kinds = {"lr": "FLOAT64", "act": "STRING", "width": "FLOAT64", "status": "STRING"}
+    assert root["experiment"] == (
+        {k: "DATA_TYPE_" + v for k, v in kinds.items()},
+        ["hparam/objective", "hparam/best_objective", "objective", "train/loss", "eval/acc"],
+    )
 
 
 def test_tensorboard_logger_on_end_writes_trials_it_never_saw(tmp_path):
     """A resumed search: trials finished before the resume come only through on_end."""
     h = _history()
     h[0].status, h[1].status = "completed", "pruned"
+    h[1].config["width"] = None  # an inactive conditional value: left out of the session
     tb = TensorBoardLogger(tmp_path, run_name=lambda t, c: f"t{t}")
     tb.on_end(SweepResult(h.results(), "min"))
     for t in (0, 1):
         check_run(tmp_path / f"t{t}", h[t])
         assert hparams_of(tmp_path / f"t{t}")["hparams"]["status"] == h[t].status
+    assert "width" not in hparams_of(tmp_path / "t1")["hparams"]
+    assert "width" in hparams_of(tmp_path)["experiment"][0]
 
 
 def test_tensorboard_logger_bad_arguments():
@@ -214,7 +231,8 @@ def test_sweep_run_calls_callbacks_and_logs_every_trial(tmp_path):
     assert "pruned" in {t.status for t in result.trials} and "completed" in {t.status for t in result.trials}
     assert [b for b, _, _ in rec.segments] == sorted({b for b, _, _ in rec.segments})
     assert sum(len(tr) for _, tr, _ in rec.segments) == sum(len(t.history["step"]) for t in result.trials)
-    assert len(list(tmp_path.iterdir())) == 6
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 6
+    assert set(hparams_of(tmp_path)["experiment"][0]) == {*SPACE, "status"}
     for t in result.trials:
         run = tmp_path / trial_run_name(t.trial, t.hyperparams)
         got = scalars(run)

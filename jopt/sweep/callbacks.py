@@ -136,15 +136,13 @@ def notify(callbacks: Sequence[Any], name: str, *args: Any) -> None:
 
 def _import_tensorboardx():
     try:
-        import tensorboardX
         from tensorboardX.event_file_writer import EventsWriter
-        from tensorboardX.proto import event_pb2, summary_pb2
-        from tensorboardX.summary import hparams
+        from tensorboardX.proto import api_pb2, event_pb2, plugin_hparams_pb2, summary_pb2
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             "TensorBoardLogger needs tensorboardX: pip install tensorboardX (or jopt[dev])"
         ) from e
-    return tensorboardX, EventsWriter, event_pb2, summary_pb2, hparams
+    return EventsWriter, event_pb2, summary_pb2, api_pb2, plugin_hparams_pb2
 
 
 def _label(value: Any) -> str:
@@ -176,12 +174,23 @@ def _hparam_value(value: Any) -> bool | str | float:
     return _label(value) if callable(value) else repr(value)
 
 
+# the hparams proto's value field and column type for each kind of value _hparam_value returns
+_KINDS = {
+    bool: ("bool_value", "DATA_TYPE_BOOL"),
+    str: ("string_value", "DATA_TYPE_STRING"),
+    float: ("number_value", "DATA_TYPE_FLOAT64"),
+}
+
+
 class TensorBoardLogger(Callback):
     """Writes a sweep for TensorBoard: one run (``logdir/<run name>``) per trial with the scalars
     ``objective``, ``train/<name>`` and ``eval/<name>`` at every evaluation (x axis: the trial's
-    step), and the hparams plugin's table (the trial's configuration, its status, and the metrics
-    ``hparam/objective`` -- the final objective -- and ``hparam/best_objective``), written when the
-    trial ends. View it with ``tensorboard --logdir <logdir>``.
+    step), and the hparams plugin's table. When a trial ends its run gets an hparams session:
+    its configuration (functions by name, other non-numbers by ``repr``, ``None`` left out) and
+    status, and the metrics ``hparam/objective`` (the final objective) and
+    ``hparam/best_objective``; a diverged trial's session ends as a failure. At the end the
+    table's columns (every hyperparameter and scalar) are written once, in the root run; before
+    that TensorBoard infers them from the sessions. View it with ``tensorboard --logdir <logdir>``.
 
     Args:
       logdir: the directory of the runs (created if needed).
@@ -213,7 +222,8 @@ class TensorBoardLogger(Callback):
             raise ValueError(f"logdir must be a path (str or os.PathLike), got {type(logdir).__name__}")
         if run_name is not None and not callable(run_name):
             raise ValueError(f"run_name must be a function (trial, config) -> str, got {run_name!r}")
-        _, self._EventsWriter, self._event_pb2, self._summary_pb2, self._hparams = _import_tensorboardx()
+        tbx = _import_tensorboardx()
+        self._EventsWriter, self._event_pb2, self._summary_pb2, self._api_pb2, self._hp_pb2 = tbx
         self.logdir = Path(logdir)
         self._run_name = run_name or trial_run_name
         self._names: dict[int, str] = {}
@@ -221,6 +231,8 @@ class TensorBoardLogger(Callback):
         self._written: dict[int, int] = {}  # evaluations already written per trial
         self._files = 0
         self._ended: set[int] = set()
+        self._hp_kinds: dict[str, str] = {}  # hyperparameter -> DataType name (the experiment's columns)
+        self._metric_tags: dict[str, None] = {}  # scalar tags seen, in order
 
     def run_dir(self, trial: int, config: Mapping[str, Any] | None = None) -> Path:
         """The directory of ``trial``'s run (named when first seen, from ``config``)."""
@@ -242,6 +254,7 @@ class TensorBoardLogger(Callback):
         writer.write_event(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
     def _scalars(self, writer, step: int, values: Mapping[str, float]) -> None:
+        self._metric_tags.update(dict.fromkeys(values))
         V = self._summary_pb2.Summary.Value
         summary = self._summary_pb2.Summary(
             value=[V(tag=k, simple_value=float(v)) for k, v in values.items()]
@@ -261,17 +274,45 @@ class TensorBoardLogger(Callback):
     def _write_record(self, rec) -> None:
         self._write_new(rec.trial, rec.config, rec.step, {"objective": rec.objective, **rec.metrics})
 
+    def _plugin(self, tag: str, **data: Any):
+        """A Summary with one hparams-plugin value (experiment, session start or end)."""
+        content = self._hp_pb2.HParamsPluginData(version=0, **data).SerializeToString()
+        plugin = self._summary_pb2.SummaryMetadata.PluginData(plugin_name="hparams", content=content)
+        meta = self._summary_pb2.SummaryMetadata(plugin_data=plugin)
+        return self._summary_pb2.Summary(value=[self._summary_pb2.Summary.Value(tag=tag, metadata=meta)])
+
     def _write_hparams(self, trial: int, config, status: str, final: float, best: float, age: int) -> None:
-        hp = {k: _hparam_value(v) for k, v in config.items()}
+        """The trial's hparams session (start with its values, end with its status) and metrics."""
+        hp = {k: _hparam_value(v) for k, v in config.items() if v is not None}
         hp.setdefault("status", status)
-        metrics = {"hparam/objective": final, "hparam/best_objective": best}
+        start = self._hp_pb2.SessionStartInfo(start_time_secs=time.time())
+        for name, value in hp.items():
+            field, kind = _KINDS[type(value)]
+            setattr(start.hparams[name], field, value)
+            self._hp_kinds.setdefault(name, kind)
+        code = self._api_pb2.Status.Value("STATUS_FAILURE" if status == "diverged" else "STATUS_SUCCESS")
+        end = self._hp_pb2.SessionEndInfo(status=code, end_time_secs=time.time())
         w = self._writer(trial, config)
-        for summary in self._hparams(hp, metrics):
-            self._event(w, 0, summary)
-        self._scalars(w, age, metrics)
+        self._event(w, 0, self._plugin("_hparams_/session_start_info", session_start_info=start))
+        self._scalars(w, age, {"hparam/objective": final, "hparam/best_objective": best})
+        self._event(w, age, self._plugin("_hparams_/session_end_info", session_end_info=end))
         w.close()
         del self._writers[trial]
         self._ended.add(trial)
+
+    def _write_experiment(self) -> None:
+        """The hparams table's columns, once, in the root run: every hyperparameter and scalar."""
+        api = self._api_pb2
+        infos = [api.HParamInfo(name=n, type=api.DataType.Value(k)) for n, k in self._hp_kinds.items()]
+        tags = ["hparam/objective", "hparam/best_objective"]
+        tags += [t for t in self._metric_tags if t not in tags]
+        metrics = [api.MetricInfo(name=api.MetricName(tag=t)) for t in tags]
+        experiment = api.Experiment(hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time())
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self._files += 1
+        w = self._EventsWriter(str(self.logdir / "events"), f".{os.getpid()}.{self._files}")
+        self._event(w, 0, self._plugin("_hparams_/experiment", experiment=experiment))
+        w.close()
 
     def _flush(self, trials) -> None:
         for t in trials:
@@ -304,3 +345,5 @@ class TensorBoardLogger(Callback):
         for w in self._writers.values():
             w.close()
         self._writers.clear()
+        if self._hp_kinds:
+            self._write_experiment()
