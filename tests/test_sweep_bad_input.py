@@ -125,9 +125,13 @@ CASES = {
         lambda: run(task=with_evaluate(lambda hp, s: "bad")),
         r"task.evaluate must return a scalar objective .*'bad'",
     ),
-    "evaluate-vector": (
+    "evaluate-vector-without-directions": (
         lambda: run(task=with_evaluate(lambda hp, s: jnp.zeros(3))),
-        r"task.evaluate must return a scalar objective .*shape \(3,\)",
+        r"task.evaluate returns 3 objectives: give directions",
+    ),
+    "evaluate-matrix": (
+        lambda: run(task=with_evaluate(lambda hp, s: jnp.zeros((2, 2)))),
+        r"task.evaluate must return a scalar objective .*shape \(2, 2\)",
     ),
     "evaluate-triple": (
         lambda: run(task=with_evaluate(lambda hp, s: (1.0, {}, 2.0))),

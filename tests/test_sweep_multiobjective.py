@@ -137,7 +137,9 @@ def test_constraints_steer_successive_halving():
     assert len(feasible) >= len(survivors) > 0
     assert all(t.hyperparams["w"] <= 1.0 for t in survivors)
     plain = sweep.successive_halving(task, SPACE, 9, max_steps=6, min_steps=2, eta=3, progress=False, seed=0)
-    assert any(t.hyperparams["w"] > 1.0 for t in plain.trials if (t.rung or 0) >= 1)  # the constraint mattered
+    assert any(
+        t.hyperparams["w"] > 1.0 for t in plain.trials if (t.rung or 0) >= 1
+    )  # the constraint mattered
 
 
 def test_bad_constraints_are_clear_errors():
@@ -149,3 +151,39 @@ def test_bad_constraints_are_clear_errors():
 
 def test_module_is_jax_free_numpy():
     assert not any(isinstance(v, jax.Array) for v in vars(pareto).values())
+
+
+def test_nsga2_drives_the_engine_and_the_study_agrees_on_the_front():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    r = sweep.optuna_search(TASK, SPACE, 8, batch=4, sampler="nsga2", directions=("min", "min"),
+                            constraints=_light, **KW)  # fmt: skip
+    assert r.directions == ("min", "min") and len(r.trials) == 8 and r.stats["sampler"] == "NSGAIISampler"
+    assert all(t.objectives is not None for t in r.trials)
+    with pytest.raises(ValueError, match="no pruner with directions"):
+        sweep.optuna_search(
+            TASK, SPACE, 2, pruner=optuna.pruners.MedianPruner(), directions=("min", "min"), **KW
+        )
+
+
+def test_multi_objective_study_is_told_every_objective_and_the_violation():
+    import optuna
+
+    study = sweep.optuna_study.create_study(sampler="nsga2", mode=("min", "min"), constrained=True)
+    r = sweep.optuna_search(
+        TASK, SPACE, 6, batch=3, study=study, directions=("min", "min"), constraints=_light, **KW
+    )
+    done = {t.number: t for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    assert set(done) == {t.trial for t in r.trials}
+    for t in r.trials:
+        np.testing.assert_allclose(done[t.trial].values, t.objectives)
+        assert done[t.trial].user_attrs["jopt_constraint"] == [pytest.approx(t.violation)]
+    feasible_best = {t.number for t in study.best_trials}  # Optuna's constrained front
+    assert feasible_best == {t.trial for t in r.pareto_front()}
+
+
+def test_optuna_search_refuses_a_multi_process_job(monkeypatch):
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(ValueError, match="Optuna workers are independent"):
+        sweep.optuna_search(TASK, SPACE, 2, directions=("min", "min"), **KW)

@@ -203,20 +203,26 @@ def config_from_params(space: Space, params: Mapping[str, Any]) -> dict[str, Any
 # ----------------------------------------------------------------------------- tell
 
 
-def _tell(study, trial, res: TrialResult, diverged_value: float | None) -> None:
+def _tell(study, trial, res: TrialResult, diverged_value: float | None, constrained: bool = False) -> None:
     optuna = _optuna()
     trial.set_user_attr("jopt_status", res.status)
     trial.set_user_attr("jopt_steps_trained", int(res.steps_trained))
     last = {k: v[-1] for k, v in res.history.items() if k.startswith("eval/") and v and math.isfinite(v[-1])}
     if last:
         trial.set_user_attr("jopt_eval", last)
+    if constrained:
+        trial.set_user_attr("jopt_constraint", [float(res.violation)])  # read by constraint_values
+        if hasattr(trial, "set_constraint"):  # Optuna >= 5
+            trial.set_constraint("jopt_violation", float(res.violation))
     if res.status == "diverged":
         if diverged_value is None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
-            study.tell(trial, float(diverged_value))
+            study.tell(trial, [float(diverged_value)] * len(study.directions))
     elif res.status == "pruned":
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    elif res.objectives is not None:  # a multi-objective study: every objective
+        study.tell(trial, [float(v) for v in res.objectives])
     else:
         study.tell(trial, float(res.objective))
 
@@ -233,11 +239,12 @@ class OptunaSampler(Sampler, TrialScheduler):
     final value."""
 
     def __init__(self, study, space: Space, trials: int, batch: int, *, diverged_value: float | None,
-                 report: bool, prune: bool, patience: int | None, deadline: float | None = None):  # fmt: skip
+                 report: bool, prune: bool, patience: int | None, deadline: float | None = None,
+                 constrained: bool = False):  # fmt: skip
         self.study, self.space, self.trials, self.batch = study, space, trials, batch
         self.dists = to_distributions(space)
         self.diverged_value, self.report, self.prune, self.patience = diverged_value, report, prune, patience
-        self.deadline = deadline
+        self.deadline, self.constrained = deadline, constrained
         self.host = f"{socket.gethostname()}:{os.getpid()}"
         self.in_flight: dict[int, Any] = {}
         self.lost: set[int] = set()  # in training here, but failed by another worker (stale)
@@ -298,7 +305,9 @@ class OptunaSampler(Sampler, TrialScheduler):
             return
         if trial not in self.lost:
             try:
-                _tell(self.study, t, history.result(trial, self.patience), self.diverged_value)
+                _tell(
+                    self.study, t, history.result(trial, self.patience), self.diverged_value, self.constrained
+                )
                 return
             except _optuna().exceptions.UpdateFinishedTrialError:
                 pass
@@ -324,6 +333,19 @@ class OptunaSampler(Sampler, TrialScheduler):
 
 
 # ----------------------------------------------------------------------------- the search
+
+
+def _check_single_process() -> None:
+    """Workers of a shared study are independent processes, not one ``jax.distributed`` job."""
+    import jax
+
+    if jax.process_count() > 1:
+        raise ValueError(
+            f"optuna_search in a job of {jax.process_count()} JAX processes: Optuna workers are "
+            "independent -- start one process per host or GPU WITHOUT jax.distributed.initialize(), "
+            "all with the same storage= and study_name= (or use sweep.run / sweep.search, which run "
+            "one sweep over every process of a jax.distributed job)"
+        )
 
 
 def optuna_search(
@@ -360,7 +382,9 @@ def optuna_search(
         finish, or to go stale and be retried here).
       batch: most trials training at once (default 8); a slot that frees up is refilled with a
         newly asked trial.
-      sampler: ``"tpe"`` (default), ``"cmaes"``, ``"qmc"`` (scrambled Sobol), ``"random"`` (seeded
+      sampler: ``"tpe"`` (default), ``"nsga2"`` (NSGA-II: with ``directions=``, a multi-objective
+        study told every objective; TPE handles several objectives too), ``"cmaes"``, ``"qmc"``
+        (scrambled Sobol), ``"random"`` (seeded
         with ``sampler_seed``), or an ``optuna.samplers.BaseSampler``. Not with ``study=``.
       pruner: an ``optuna.pruners.BasePruner`` (e.g. ``MedianPruner``, ``SuccessiveHalvingPruner``,
         ``HyperbandPruner``): a trial it prunes after a segment ends, and its slot takes the next
@@ -410,19 +434,25 @@ def optuna_search(
     prune = pruner is not None if prune is None else bool(prune)
     if prune and not report_intermediate:
         raise ValueError("a pruner needs the intermediate values: report_intermediate must be True")
+    _check_single_process()
+    objectives = opts.directions or opts.mode
+    if opts.directions is not None:
+        if prune:
+            raise ValueError("Optuna prunes single-objective studies only: no pruner with directions=")
+        report_intermediate = False  # Optuna records no intermediate values of multi-objective trials
     space = space if isinstance(space, Space) else Space(space)
     dists = to_distributions(space)
     check_task(task, space, sample(space, "random", 1, seed=opts.seed), num_folds=opts.folds)
     if study is not None:
         if storage is not None or study_name is not None or sampler is not None or pruner is not None:
             raise ValueError("pass either study= or storage=/study_name=/sampler=/pruner=, not both")
-        _check_direction(study, opts.mode)
+        _check_direction(study, objectives)
     else:
         study = create_study(
             sampler="tpe" if sampler is None else sampler,
             sampler_seed=opts.seed if sampler_seed is None else sampler_seed, pruner=pruner,
-            storage=storage, study_name=study_name, mode=opts.mode, heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
+            storage=storage, study_name=study_name, mode=objectives, heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period, constrained=opts.constraints is not None,
         )  # fmt: skip
     settings = {"steps": steps, "eval_every": opts.eval_every, "seed": opts.seed, "folds": opts.folds,
                 "patience": opts.patience}  # fmt: skip
@@ -430,7 +460,7 @@ def optuna_search(
     deadline = None if opts.timeout is None else t_start + opts.timeout
     smp = OptunaSampler(study, space, trials, batch, diverged_value=diverged_value,
                         report=report_intermediate, prune=prune, patience=opts.patience,
-                        deadline=deadline)  # fmt: skip
+                        deadline=deadline, constrained=opts.constraints is not None)  # fmt: skip
     if reset_running:
         smp.stats["requeued"] += _reset_running(study)
     method = {"name": "optuna", "study": study.study_name, "trials": trials, "batch": batch}

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["MAX_RETRIES", "SAMPLERS", "create_study"]
 
-SAMPLERS = ("tpe", "cmaes", "qmc", "random")
+SAMPLERS = ("tpe", "cmaes", "qmc", "random", "nsga2")
 MAX_RETRIES = 2
 _OPEN_ATTEMPTS = 6  # storage/study creation tries when workers race on a new database
 _RACE_MESSAGES = ("already exists", "database is locked", "database table is locked", "unique constraint")
@@ -47,7 +47,14 @@ def _optuna():
 # ----------------------------------------------------------------------------- arguments, study
 
 
-def _make_sampler(sampler: Any, seed: int) -> optuna.samplers.BaseSampler:
+def constraint_values(trial: Any) -> list[float]:
+    """Optuna's constraints function of the samplers built here: the jopt trial's total
+    constraint violation, stored as the user attribute ``jopt_constraint`` when it is told
+    (feasible: ``<= 0``)."""
+    return list(trial.user_attrs.get("jopt_constraint", [0.0]))
+
+
+def _make_sampler(sampler: Any, seed: int, constrained: bool = False) -> optuna.samplers.BaseSampler:
     optuna = _optuna()
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return sampler
@@ -56,8 +63,13 @@ def _make_sampler(sampler: Any, seed: int) -> optuna.samplers.BaseSampler:
             f"sampler must be one of {list(SAMPLERS)} or an optuna.samplers.BaseSampler, got {sampler!r}"
         )
     s = optuna.samplers
+    # Optuna 5 reads constraints set on the trial (Trial.set_constraint); earlier ones need the function
+    old_api = not hasattr(optuna.trial.Trial, "set_constraint")
+    extra = {"constraints_func": constraint_values} if constrained and old_api else {}
     if sampler == "tpe":
-        return s.TPESampler(seed=seed, constant_liar=True)
+        return s.TPESampler(seed=seed, constant_liar=True, **extra)
+    if sampler == "nsga2":
+        return s.NSGAIISampler(seed=seed, **extra)
     if sampler == "cmaes":
         try:
             import cmaes  # noqa: F401
@@ -130,15 +142,19 @@ def create_study(
     pruner: optuna.pruners.BasePruner | None = None,
     storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str | None = None,
-    mode: str = "min",
+    mode: str | Sequence[str] = "min",
     heartbeat_interval: int | None = 10,
     grace_period: int | None = None,
+    constrained: bool = False,
 ) -> optuna.Study:
     """Create (or, with a storage, load) a study the way :func:`optuna_search` does.
 
     ``sampler``: ``"tpe"`` (constant liar, for trials asked together), ``"cmaes"``, ``"qmc"``
     (scrambled Sobol), ``"random"`` -- seeded with ``sampler_seed`` -- or a sampler object;
-    ``pruner``: an Optuna pruner (default: none). A
+    ``"nsga2"`` (NSGA-II, for several objectives); ``pruner``: an Optuna pruner (default: none);
+    ``mode``: ``"min"``/``"max"``, or a sequence of them (a multi-objective study);
+    ``constrained``: give TPE and NSGA-II the constraints of the jopt search
+    (:func:`constraint_values`). A
     storage URL becomes an ``RDBStorage`` that records heartbeats every ``heartbeat_interval`` s
     (``None``: none) and fails trials silent for ``grace_period`` s (default twice the interval),
     queueing their configurations again.
@@ -149,8 +165,9 @@ def create_study(
       ('QMCSampler', 'MAXIMIZE')
     """
     optuna = _optuna()
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    if not modes or any(m not in ("min", "max") for m in modes):
+        raise ValueError(f"mode must be 'min', 'max' or a sequence of them, got {mode!r}")
     if pruner is not None and not isinstance(pruner, optuna.pruners.BasePruner):
         raise ValueError(f"pruner must be an optuna.pruners.BasePruner, got {pruner!r}")
     if storage is not None and study_name is None:
@@ -158,7 +175,8 @@ def create_study(
     for name, v in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"{name} must be None or a positive int (seconds), got {v!r}")
-    smp, direction = _make_sampler(sampler, sampler_seed), "minimize" if mode == "min" else "maximize"
+    smp = _make_sampler(sampler, sampler_seed, constrained)
+    directions = ["minimize" if m == "min" else "maximize" for m in modes]
     pruner = pruner if pruner is not None else optuna.pruners.NopPruner()
     for attempt in range(_OPEN_ATTEMPTS):
         try:
@@ -167,7 +185,7 @@ def create_study(
                 study_name=study_name,
                 sampler=smp,
                 pruner=pruner,
-                direction=direction,
+                directions=directions,
                 load_if_exists=storage is not None,
             )
             break
@@ -197,14 +215,15 @@ def _is_creation_race(err: BaseException) -> bool:
     return any(m in text for m in _RACE_MESSAGES)
 
 
-def _check_direction(study, mode: str) -> None:
+def _check_direction(study, mode: str | Sequence[str]) -> None:
     if not isinstance(study, _optuna().Study):
         raise ValueError(f"study must be an optuna.Study, got {type(study).__name__}")
-    if len(study.directions) != 1:
-        raise ValueError("optuna_search needs a single-objective study")
-    direction = "minimize" if mode == "min" else "maximize"
-    if study.direction.name.lower() != direction:
-        raise ValueError(f"mode={mode!r} but the study's direction is {study.direction.name.lower()}")
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    want = ["minimize" if m == "min" else "maximize" for m in modes]
+    have = [d.name.lower() for d in study.directions]
+    if have != want:
+        what = "mode" if isinstance(mode, str) else "directions"
+        raise ValueError(f"{what}={mode!r} but the study's directions are {have}")
 
 
 def _check_settings(study, settings: dict) -> None:
