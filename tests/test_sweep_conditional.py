@@ -98,7 +98,7 @@ def test_grid_covers_each_branch_with_one_group_per_branch(grid_result):
 @pytest.mark.filterwarnings("ignore:the task never reads")  # the plain space's other-branch names
 def test_trial_equals_the_same_configuration_in_a_plain_space(grid_result):
     for t in (grid_result.trials[1], grid_result.trials[6]):
-        config = dict(t.hyperparams)
+        config = SPACE.validate_config(t.hyperparams)  # results hold the active names: add placeholders
         plain = sweep.run(TASK, PLAIN, [config], trial_ids=[t.trial], steps=STEPS, eval_every=3, seed=1)
         np.testing.assert_allclose(plain.trials[0].objective, t.objective, rtol=1e-6)
 
@@ -108,9 +108,11 @@ def test_sobol_samples_both_branches_with_placeholders():
     assert {t.hyperparams["optimizer"] for t in r.trials} == {"adam", "sgd"}
     assert r.stats["groups"] == 2
     _active_ok(r)
-    for t in r.trials:  # inactive names hold their placeholders
+    for t in r.trials:  # results show the active names only; the program got the placeholders
         inactive = set(SPACE) - set(SPACE.active_names(t.hyperparams))
-        assert all(t.hyperparams[n] == SPACE.placeholder(n) for n in inactive)
+        assert inactive and not inactive & set(t.hyperparams)
+        full = SPACE.validate_config(t.hyperparams)
+        assert all(full[n] == SPACE.placeholder(n) for n in inactive)
 
 
 def test_qualified_names_are_read_by_their_short_name():

@@ -32,7 +32,8 @@ from a sampler (:mod:`~jopt.sweep.samplers`: the ask/tell protocol) -> results
 :mod:`~jopt.sweep.folds` (cross-validation), :mod:`~jopt.sweep.checkpoint` (orbax),
 :mod:`~jopt.sweep.transfer` (host copies of states, across processes), :mod:`~jopt.sweep.plots`,
 :mod:`~jopt.sweep.pareto` (multi-objective fronts), :mod:`~jopt.sweep.export` (Optuna studies,
-importance).
+importance), :mod:`~jopt.sweep.callbacks` (loggers), :mod:`~jopt.sweep.display` (notebooks),
+:mod:`~jopt.sweep.conditional` (branches with their own sub-spaces).
 
 Every search method is a front-end on it: :func:`run` (grid, random, Sobol, Halton; optionally
 with a scheduler such as :class:`MedianStopping`), :func:`successive_halving` and
@@ -47,8 +48,11 @@ dependency).
 from jopt.sweep import (
     async_halving,
     bayes,
+    callbacks,
     checkpoint,
     chunk,
+    conditional,
+    display,
     engine,
     executor,
     export,
@@ -73,6 +77,8 @@ from jopt.sweep import (
 )
 from jopt.sweep.async_halving import ASHA, asha
 from jopt.sweep.bayes import BayesSampler, bayesian, propose
+from jopt.sweep.callbacks import Callback, TensorBoardLogger
+from jopt.sweep.conditional import Conditional
 from jopt.sweep.engine import run, search
 from jopt.sweep.export import importance, to_optuna
 from jopt.sweep.history import History, TrialRecord
@@ -116,6 +122,8 @@ __all__ = [
     "PAUSE",
     "PRUNE",
     "BayesSampler",
+    "Callback",
+    "Conditional",
     "Exploit",
     "History",
     "ListSampler",
@@ -135,6 +143,7 @@ __all__ = [
     "SearchSpaceError",
     "Space",
     "SweepResult",
+    "TensorBoardLogger",
     "Task",
     "TrainState",
     "TrialResult",

@@ -414,6 +414,9 @@ class Executor:
     def _result(self) -> SweepResult:
         h, k = self.history, self.k
         trials = h.results(self.options.patience)
+        if self.space.conditions:  # tables and exports show each trial's active hyperparameters
+            for t in trials:
+                t.hyperparams = self.space.active_config(t.hyperparams)
         states = {}
         for t, rows in self.kept.items():
             abstract = self.plan.abstract_carry(h[t].group).state

@@ -122,10 +122,13 @@ def explore(
     perturb: Sequence[float] = (0.8, 1.2),
     resample_probability: float = 0.25,
 ) -> dict[str, Any]:
-    """A new configuration near ``config``: each traced dimension is resampled from the space with
-    probability ``resample_probability``, else perturbed by a factor drawn from ``perturb``."""
-    out = dict(config)
+    """A new configuration near ``config``: each active traced dimension is resampled from the
+    space with probability ``resample_probability``, else perturbed by a factor drawn from
+    ``perturb`` (in a conditional space the branch, a static choice, stays)."""
+    out, active = dict(config), set(space.active_names(config))
     for name in space.traced_names:
+        if name not in active:  # another branch's hyperparameter keeps its placeholder
+            continue
         dim = space[name]
         if rng.random() < resample_probability:
             out[name] = dim.from_unit(float(rng.random()))
@@ -373,7 +376,7 @@ def pbt(
     size = next(iter(r.stats["chunk_sizes"].values()), [None])[0]  # None: reloaded, nothing ran
     stats = dict(r.stats, steps=int(steps), eval_every=int(eval_every), batch_size=size)
     stats["wall_seconds"] = time.perf_counter() - t_start
-    return PBTResult(r.trials, r.mode, stats, r.log_scale, r.states, r.params_fn, r.directions,
+    return PBTResult(r.trials, r.mode, stats, r.log_scale, r.states, r.params_fn, r.directions, r.categorical,
                      lineage=scheduler.lineage, schedules=scheduler.schedules)  # fmt: skip
 
 

@@ -126,6 +126,7 @@ class SweepResult:
       log_scale: names of log-uniform hyperparameters (log axes in plots).
       directions: a multi-objective sweep's directions (``TrialResult.objectives``,
         :meth:`pareto_front`, :meth:`hypervolume`), else ``None``.
+      categorical: names of choice hyperparameters (categorical axes in plots).
     """
 
     trials: list[TrialResult]
@@ -135,6 +136,13 @@ class SweepResult:
     states: dict[int, Any] = field(default_factory=dict, repr=False)
     params_fn: Any = field(default=None, repr=False)
     directions: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] = ()
+
+    def _repr_html_(self) -> str:
+        """The notebook display: ranked table and learning curves (:func:`jopt.sweep.display.html`)."""
+        from jopt.sweep.display import html
+
+        return html(self)
 
     # ------------------------------------------------------------------ several objectives
     def _objective_matrix(self, trials: Sequence[TrialResult]) -> np.ndarray:

@@ -384,7 +384,8 @@ def check_task(
                 "structure. Declare it static, e.g. sweep.choice([...], static=True). "
                 f"Original error: {type(err).__name__}: {str(err).splitlines()[0]}"
             ) from None
-    unused = [n for n in space.traced_names if n not in read]
+    active = {n for cfg in groups.values() for n in space.active_names(cfg)}
+    unused = [n for n in space.traced_names if n not in read and n in active]
     if unused:
         warnings.warn(f"the task never reads hyperparameter(s) {unused}", UserWarning, stacklevel=2)
 
