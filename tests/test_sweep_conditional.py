@@ -261,3 +261,21 @@ def test_samplers_without_engine():
     new = propose(space, configs, [c["learning_rate"] for c in configs], k=3, seed=0,
                   num_candidates=64, fit_steps=20, restarts=1)  # fmt: skip
     assert len(new) == 3 and all(space.validate_config(c) == c for c in new)
+
+
+def test_optuna_suggests_the_branch_then_only_its_names():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    r = sweep.optuna_search(TASK, SPACE, 6, batch=3, study=study, steps=STEPS, eval_every=3, progress=False)
+    assert {t.hyperparams["optimizer"] for t in r.trials} == {"adam", "sgd"}
+    for t in study.trials:  # Optuna saw the conditional structure: only the chosen branch's names
+        assert set(t.params) == set(SPACE.active_names(t.params))
+    for t in r.trials:
+        assert set(t.hyperparams) == set(SPACE.active_names(t.hyperparams))
+    configs = [SPACE.validate_config(t.hyperparams) for t in r.trials]
+    same = sweep.run(TASK, SPACE, configs, trial_ids=[t.trial for t in r.trials], steps=STEPS, eval_every=3,
+                     progress=False)  # fmt: skip
+    for a, b in zip(r.trials, same.trials, strict=True):
+        np.testing.assert_allclose(a.objective, b.objective, rtol=1e-6)

@@ -78,7 +78,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -183,8 +183,8 @@ def config_from_params(space: Space, params: Mapping[str, Any]) -> dict[str, Any
     """
     config = {}
     for name, dim in space.items():
-        if isinstance(dim, Fixed):
-            continue
+        if isinstance(dim, Fixed) or (name not in params and space.condition_of(name) is not None):
+            continue  # another branch's name: validate_config gives it its placeholder
         value = params[name]
         if isinstance(dim, Choice):
             labels = [_label(v) for v in dim.values]
@@ -198,6 +198,27 @@ def config_from_params(space: Space, params: Mapping[str, Any]) -> dict[str, Any
             value = float(value)
         config[name] = value
     return space.validate_config(config)
+
+
+def conditional_suggest(space: Space, dists: Mapping[str, Any]) -> Callable[[Any], None]:
+    """Define-by-run suggestions for a conditional space: each branch choice, then only the
+    chosen branches' names (and the unconditional ones), so Optuna's samplers see the
+    conditional structure (TPE models each name over the trials where it is active)."""
+
+    def suggest(trial: Any) -> None:
+        chosen = {c: trial.suggest_categorical(c, dists[c].choices) for c in space.conditions}
+        for name in space.active_names(chosen | {n: None for n in space if n not in chosen}):
+            d = dists.get(name)
+            if d is None or name in chosen:
+                continue
+            if isinstance(d, _optuna().distributions.FloatDistribution):
+                trial.suggest_float(name, d.low, d.high, log=d.log)
+            elif isinstance(d, _optuna().distributions.IntDistribution):
+                trial.suggest_int(name, d.low, d.high, log=d.log)
+            else:
+                trial.suggest_categorical(name, d.choices)
+
+    return suggest
 
 
 # ----------------------------------------------------------------------------- tell
@@ -243,6 +264,7 @@ class OptunaSampler(Sampler, TrialScheduler):
                  constrained: bool = False):  # fmt: skip
         self.study, self.space, self.trials, self.batch = study, space, trials, batch
         self.dists = to_distributions(space)
+        self._suggest = conditional_suggest(space, self.dists) if space.conditions else None
         self.diverged_value, self.report, self.prune, self.patience = diverged_value, report, prune, patience
         self.deadline, self.constrained = deadline, constrained
         self.host = f"{socket.gethostname()}:{os.getpid()}"
@@ -260,7 +282,8 @@ class OptunaSampler(Sampler, TrialScheduler):
                 if self.in_flight or not self._wait(trials):
                     return []
                 continue
-            asked = _ask(self.study, self.dists, min(k, self.trials - active), self.host)  # queued first
+            n = min(k, self.trials - active)
+            asked = _ask(self.study, self.dists, n, self.host, self._suggest)  # queued first
             asked, excess = _keep_within_budget(self.study, asked, self.trials)
             _abandon(self.study, excess, "cancelled", retry=False)
             self.stats["cancelled"] += len(excess)

@@ -359,7 +359,7 @@ def _heartbeat_storage(study):
     return storage if ok else None
 
 
-def _ask(study, dists: dict, k: int, host: str) -> list:
+def _ask(study, dists: dict, k: int, host: str, suggest: Callable[[Any], None] | None = None) -> list:
     """Ask ``k`` trials; beat their heartbeat at once (a process killed right after asking
     leaves trials that become stale) and record the asking host and process, and whether it
     beats (``jopt_heartbeat``: other workers then wait for the trial, see :func:`_awaited`)."""
@@ -367,7 +367,11 @@ def _ask(study, dists: dict, k: int, host: str) -> list:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
         for _ in range(k):
-            trials.append(study.ask(dists))
+            if suggest is None:
+                trials.append(study.ask(dists))
+            else:  # define-by-run (a conditional space): the branch first, then its names
+                trials.append(study.ask())
+                suggest(trials[-1])
     # ``_trial_id`` (the storage's id, not the number) is what storages take; Optuna has no public name
     storage = _heartbeat_storage(study)
     _beat(storage, [t._trial_id for t in trials])
