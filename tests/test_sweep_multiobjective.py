@@ -187,3 +187,34 @@ def test_optuna_search_refuses_a_multi_process_job(monkeypatch):
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     with pytest.raises(ValueError, match="Optuna workers are independent"):
         sweep.optuna_search(TASK, SPACE, 2, directions=("min", "min"), **KW)
+
+
+def test_parego_targets_respect_dominance_and_feasibility():
+    from types import SimpleNamespace
+
+    from jopt.sweep.bayes import minimization_targets
+
+    rng = np.random.default_rng(0)
+    f = rng.random((20, 3))
+    results = [SimpleNamespace(objective=v[0], objectives=tuple(v), violation=0.0) for v in f]
+    for round_ in range(10):  # any weights: a dominated point never scores better than its dominator
+        y = np.asarray(
+            minimization_targets(results, "min", ("min", "min", "min"), np.random.default_rng(round_))
+        )
+        for i, j in itertools.permutations(range(20), 2):
+            if np.all(f[i] <= f[j]):
+                assert y[i] <= y[j] + 1e-12
+    flipped = [SimpleNamespace(objective=-v[0], objectives=(v[0], -v[1], v[2]), violation=0.0) for v in f]
+    y = minimization_targets(results, "min", ("min", "min", "min"), np.random.default_rng(3))
+    y_flip = minimization_targets(flipped, "min", ("min", "max", "min"), np.random.default_rng(3))
+    np.testing.assert_allclose(y, y_flip)  # a maximized objective is its negation minimized
+    results[4].violation = 0.5
+    y = minimization_targets(results, "min", ("min", "min", "min"), np.random.default_rng(0))
+    assert y[4] > max(v for i, v in enumerate(y) if i != 4)
+
+
+def test_bayesian_multi_objective_search_proposes_after_its_design():
+    r = sweep.bayesian(TASK, SPACE, 10, batch=4, initial=4, steps=6, eval_every=3, fit_steps=30, restarts=1,
+                       num_candidates=256, directions=("min", "min"), progress=False)  # fmt: skip
+    assert r.stats["rounds"] > 1 and max(r.stats["trial_round"]) >= 1
+    assert all(t.objectives is not None for t in r.trials) and r.pareto_front()

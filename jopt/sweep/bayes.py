@@ -80,7 +80,7 @@ from jopt.sweep import gp
 from jopt.sweep.conditional import branch_examples
 from jopt.sweep.engine import SCHEDULER_METHODS, as_space, check_protocol, search
 from jopt.sweep.options import check_int, validate_options
-from jopt.sweep.results import SweepResult
+from jopt.sweep.results import SweepResult, signed
 from jopt.sweep.samplers import Proposal, Sampler, sobol
 from jopt.sweep.scheduler import TrialScheduler
 from jopt.sweep.space import Choice, Fixed, Integer, LogUniform, Space, Uniform
@@ -433,6 +433,53 @@ def _gp_summary(cols: Mapping[str, slice], params: gp.GPParams) -> dict[str, Any
     }
 
 
+PAREGO_RHO = 0.05  # weight of the linear term of ParEGO's augmented Chebyshev scalarization
+
+
+def minimization_targets(
+    results: Sequence[Any], mode: str, directions: Sequence[str] | None, rng: np.random.Generator
+) -> list[float]:
+    r"""The values the GP models (smaller is better) for finished trials' results.
+
+    One objective: ``objective`` oriented by ``mode``. Several (``directions``), ParEGO (Knowles,
+    2006): each objective oriented and scaled to [0, 1] over the finite values, then
+    :math:`\max_i \lambda_i f_i + \rho \sum_i \lambda_i f_i` with weights :math:`\lambda` drawn
+    uniformly from the simplex once per proposal round (``rng``), so successive rounds aim at
+    different parts of the Pareto front. Constraints: an infeasible trial's value is the worst
+    feasible value plus 1 plus its violation (the GP learns to avoid the infeasible region).
+    Non-finite values stay non-finite (diverged; see :func:`_targets`).
+
+    Example:
+      >>> from types import SimpleNamespace as R
+      >>> rs = [R(objective=1.0, objectives=(1.0, 3.0), violation=0.0),
+      ...       R(objective=2.0, objectives=(2.0, 1.0), violation=0.0),
+      ...       R(objective=0.5, objectives=(0.5, 0.5), violation=2.0)]
+      >>> minimization_targets(rs[:2], "max", None, np.random.default_rng(0))
+      [-1.0, -2.0]
+      >>> v = minimization_targets(rs, "min", ("min", "min"), np.random.default_rng(0))
+      >>> v[2] > max(v[:2])
+      True
+    """
+    if directions is None:
+        values = np.asarray([signed(r.objective, mode) for r in results], np.float64)
+    else:
+        f = np.asarray([r.objectives for r in results], np.float64)
+        f = f * np.asarray([1.0 if d == "min" else -1.0 for d in directions])
+        ok = np.isfinite(f).all(axis=1)
+        if ok.any():
+            lo, hi = f[ok].min(axis=0), f[ok].max(axis=0)
+            f = (f - lo) / np.where(hi > lo, hi - lo, 1.0)
+        weights = rng.dirichlet(np.ones(f.shape[1]))
+        values = np.max(weights * f, axis=1) + PAREGO_RHO * np.sum(weights * f, axis=1)
+        values[~ok] = np.inf
+    violation = np.asarray([r.violation for r in results], np.float64)
+    feasible = (violation <= 0) & np.isfinite(values)
+    if (violation > 0).any():
+        worst = values[feasible].max() if feasible.any() else 0.0
+        values = np.where((violation > 0) & np.isfinite(values), worst + 1.0 + violation, values)
+    return values.tolist()
+
+
 class BayesSampler(Sampler):
     """Bayesian optimization as a sampler: the Sobol initial design, then GP proposals.
 
@@ -448,8 +495,9 @@ class BayesSampler(Sampler):
     def __init__(self, space: Space, trials: int, *, batch: int, initial: int, seed: int, mode: str,
                  acquisition: str, num_candidates: int, fit_steps: int, restarts: int,
                  patience: int | None = None, callback: Callable | None = None,
-                 result_of: Callable | None = None):  # fmt: skip
+                 result_of: Callable | None = None, directions: tuple[str, ...] | None = None):  # fmt: skip
         self.space, self.trials, self.batch, self.seed, self.mode = space, trials, batch, seed, mode
+        self.directions = directions
         self.acquisition, self.num_candidates = acquisition, num_candidates
         self.fit_steps, self.restarts = fit_steps, restarts
         self.patience, self.callback, self.result_of = patience, callback, result_of
@@ -478,10 +526,12 @@ class BayesSampler(Sampler):
             if k <= 0 or len(done) < 2:
                 return []
             t0 = time.perf_counter()
-            objectives = [history.result(r.trial, self.patience).objective for r in done]
+            results = [history.result(r.trial, self.patience) for r in done]
+            rng = np.random.default_rng((self.seed, self.rounds, 7))
+            objectives = minimization_targets(results, self.mode, self.directions, rng)
             configs, self.params = _propose(
                 self.space, [r.config for r in done], objectives, k,
-                (self.seed, self.rounds), self.mode, self.acquisition, self.num_candidates, self.fit_steps,
+                (self.seed, self.rounds), "min", self.acquisition, self.num_candidates, self.fit_steps,
                 self.restarts, self.params, pending,
             )  # fmt: skip
             self.propose_seconds += time.perf_counter() - t0
@@ -601,7 +651,7 @@ def bayesian(
     sampler = BayesSampler(space, trials, batch=batch, initial=initial, seed=opts.seed, mode=opts.mode,
                            acquisition=acquisition, num_candidates=num_candidates, fit_steps=fit_steps,
                            restarts=restarts, patience=opts.patience, callback=callback,
-                           result_of=result_of)  # fmt: skip
+                           result_of=result_of, directions=opts.directions)  # fmt: skip
     method = {"name": "bayesian", "trials": trials, "batch": batch, "initial": initial,
               "acquisition": acquisition, "num_candidates": num_candidates, "fit_steps": fit_steps,
               "restarts": restarts}  # fmt: skip
