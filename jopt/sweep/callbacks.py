@@ -167,8 +167,10 @@ def trial_run_name(trial: int, config: Mapping[str, Any]) -> str:
 def _hparam_value(value: Any) -> bool | str | float:
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
-    if isinstance(value, (bool, str)):
-        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):  # str subclasses too (a conditional space's branch key)
+        return str(value)
     if isinstance(value, (int, float)):
         return float(value)
     return _label(value) if callable(value) else repr(value)
