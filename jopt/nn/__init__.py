@@ -9,9 +9,13 @@
   (:mod:`jopt.nn.initializers`: a trial's real units start from the values an unpadded model
   of its width starts from), batch rows (:func:`masked_mean`, :func:`sample_rows`), depth
   (:func:`gate_residual`), and :func:`buckets` (padded sizes and the compute wasted on padding).
+* Padded normalization and attention: :func:`layer_norm` / :class:`LayerNorm` (statistics over a
+  traced ``width`` of the features) and :class:`MultiHeadAttention` (a traced number of heads,
+  :mod:`jopt.nn.attention`), with nnx versions in :mod:`jopt.nn.nnx`.
 
-The flax layers (``Dense``, ``Dropout``, :mod:`jopt.nn.linen`, :mod:`jopt.nn.nnx`) are imported
-on first use, so ``import jopt`` does not need flax.
+The flax layers (``Dense``, ``Dropout``, ``LayerNorm``, ``MultiHeadAttention``,
+:mod:`jopt.nn.linen`, :mod:`jopt.nn.nnx`) are imported on first use, so ``import jopt`` does not
+need flax.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -20,33 +24,46 @@ Example:
   (8, 16, 128)
 """
 
-from jopt.nn import bucketing, initializers, masking, regularization
+from jopt.nn import attention, bucketing, initializers, masking, normalization, regularization
 from jopt.nn.bucketing import Buckets, bucket_configs, buckets
 from jopt.nn.masking import gate_residual, mask_units, masked_mean, prefix_mask, sample_rows
+from jopt.nn.normalization import layer_norm
 from jopt.nn.regularization import dropout, smoothed_cross_entropy
 
 __all__ = [
     "Buckets",
     "Dense",
     "Dropout",
+    "LayerNorm",
+    "MultiHeadAttention",
+    "attention",
     "bucket_configs",
     "bucketing",
     "buckets",
     "dropout",
     "gate_residual",
     "initializers",
+    "layer_norm",
     "linen",
     "mask_units",
     "masked_mean",
     "masking",
     "nnx",
+    "normalization",
     "prefix_mask",
     "regularization",
     "sample_rows",
     "smoothed_cross_entropy",
 ]
 
-_LAZY = {"Dense": "linen", "Dropout": "linen", "linen": None, "nnx": None}
+_LAZY = {
+    "Dense": "linen",
+    "Dropout": "linen",
+    "LayerNorm": "linen",
+    "MultiHeadAttention": "linen",
+    "linen": None,
+    "nnx": None,
+}
 
 
 def __getattr__(name: str):
