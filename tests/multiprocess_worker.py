@@ -72,13 +72,9 @@ def train_step(opt):
 
 
 def main(args) -> None:
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=args.coordinator,
-        num_processes=args.num_processes,
-        process_id=args.process_id,
-        initialization_timeout=args.timeout,
-    )
+    from processes import join_job
+
+    join_job(args)
     assert jax.process_count() == args.num_processes
     assert jax.device_count() == args.num_processes * args.local_devices
 

@@ -89,3 +89,16 @@ def worker_arguments(description: str, extra: Sequence[tuple[str, dict]] = (), t
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.local_devices}"
     sys.path.insert(0, str(ROOT))
     return args
+
+
+def join_job(args) -> None:
+    """``jax.distributed.initialize`` with a worker's arguments (CPU collectives through gloo)."""
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+        initialization_timeout=args.timeout,
+    )

@@ -62,13 +62,9 @@ class Stop(Exception):
 
 
 def main(args) -> None:
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=args.coordinator,
-        num_processes=args.num_processes,
-        process_id=args.process_id,
-        initialization_timeout=args.timeout,
-    )
+    from processes import join_job
+
+    join_job(args)
     from jopt import sweep
     from tests.sweep_helpers import SPACE, make_task
 

@@ -83,6 +83,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jopt.sweep.optuna_adapter import _label, to_distributions
+from jopt.sweep.plots import finish_figure
 from jopt.sweep.space import Space
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -429,7 +430,4 @@ def plot_importance(
     ax.set_xlabel("importance (normalized to sum 1)")
     ax.set_title(f"hyperparameter importance ({len(result.trials)} trials)")
     fig.tight_layout()
-    plt.close(fig)
-    if path is not None:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
+    return finish_figure(fig, path, close=True)

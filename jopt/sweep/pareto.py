@@ -74,6 +74,8 @@ def plot_pareto(result: Any, path: str | Path | None = None, *, objectives: tupl
     step line; infeasible trials as crosses. Returns the figure (saved to ``path`` if given)."""
     import matplotlib.pyplot as plt
 
+    from jopt.sweep.plots import finish_figure
+
     i, j = objectives
     fig, ax = plt.subplots(figsize=(5, 4))
     evaluated = [t for t in result.trials if t.objectives is not None and t.status != "diverged"]
@@ -92,6 +94,4 @@ def plot_pareto(result: Any, path: str | Path | None = None, *, objectives: tupl
     ax.set_xlabel(f"objective {i} ({result.directions[i]})")
     ax.set_ylabel(f"objective {j} ({result.directions[j]})")
     ax.legend(frameon=False)
-    if path is not None:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
+    return finish_figure(fig, path)

@@ -35,12 +35,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["category_label", "plot_learning_curves", "plot_objective_vs"]
+__all__ = ["category_label", "finish_figure", "plot_learning_curves", "plot_objective_vs"]
 
 _COLORS = {"completed": "tab:blue", "stopped": "tab:orange", "diverged": "tab:red", "pruned": "tab:gray"}
 
 
-def _finish(fig, path: str | Path | None):
+def finish_figure(fig, path: str | Path | None, *, close: bool = False):
+    """Save ``fig`` to ``path`` (if given; the format follows the suffix) and return it; with
+    ``close`` it is also closed in pyplot (a returned figure still displays in a notebook, once)."""
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     if path is not None:
         fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
@@ -97,7 +103,7 @@ def plot_learning_curves(
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     plt.close(fig)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def _is_number(value: Any) -> bool:
@@ -202,4 +208,4 @@ def plot_objective_vs(
         ax.axis("off")
     fig.tight_layout()
     plt.close(fig)
-    return _finish(fig, path)
+    return finish_figure(fig, path)

@@ -78,6 +78,7 @@ import numpy as np
 from jopt.sweep.engine import as_space, configs_of, search
 from jopt.sweep.history import encode_config
 from jopt.sweep.options import check_option_names, validate_options
+from jopt.sweep.plots import finish_figure
 from jopt.sweep.results import SweepResult
 from jopt.sweep.samplers import ListSampler, sample
 from jopt.sweep.scheduler import Exploit, TrialScheduler
@@ -426,7 +427,4 @@ def plot_schedules(result: PBTResult, path: str | Path | None = None, *, names: 
     ax.set_xlabel("step")
     fig.suptitle(f"PBT: {n} members, {result.stats['exploits']} exploits")
     fig.tight_layout()
-    plt.close(fig)
-    if path is not None:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
+    return finish_figure(fig, path, close=True)
