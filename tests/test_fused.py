@@ -139,6 +139,11 @@ ELEMENTWISE = {
     ),
     "proximal_l1": jopt.chain(jopt.scale_by_learning_rate(0.1), jopt.proximal_l1(0.5, 0.1)),
     "clip": jopt.chain(jopt.clip(0.5), jopt.scale_by_schedule(lambda t: 0.1 / (1.0 + t)), jopt.scale(-1.0)),
+    # the optimizers of 2023-2026 that are element-wise
+    "adopt": jopt.adopt(1e-2, nesterov=True),
+    "ademamix": jopt.ademamix(1e-2, alpha=jopt.ademamix_alpha_scheduler(5.0, 0.0, 10), weight_decay=0.1),
+    "madgrad": jopt.madgrad(1e-2),
+    "cocob": jopt.cocob(weight_decay=1e-2),
 }
 
 

@@ -75,6 +75,10 @@ ELEMENTWISE_OWNERS: set[str] = {
     "ema",
     "clip",
     "clip_by_global_norm",
+    "scale_by_adopt",
+    "scale_by_ademamix",
+    "scale_by_madgrad",
+    "scale_by_cocob",
 }
 
 # Element-wise transforms with a leaf mask: owner -> (hyperparameter names, constructor(*hp, mask)).
