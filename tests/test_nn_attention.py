@@ -37,27 +37,7 @@ def loss(module, params, x):
 # ----------------------------------------------------------------------------- LayerNorm
 
 
-def test_layer_norm_width_none_is_flax_layer_norm():
-    x = 3.0 + jax.random.normal(jax.random.key(1), (4, FEATURES))
-    params = fnn.LayerNorm().init(jax.random.key(2), x)
-    params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(3), p.shape), params)
-    assert jax.tree.structure(jnn.LayerNorm().init(jax.random.key(2), x)) == jax.tree.structure(params)
-
-    @jax.jit
-    def run(params, x):
-        return [
-            (
-                jnn.LayerNorm(use_fast_variance=f).apply(params, x),
-                fnn.LayerNorm(use_fast_variance=f).apply(params, x),
-            )
-            for f in (True, False)
-        ]
-
-    for ours, theirs in run(params, x):
-        np.testing.assert_array_equal(ours, theirs)
-
-
-def test_padded_layer_norm_equals_flax_on_the_active_features():
+def test_layer_norm_equals_flax_on_the_active_features():
     x = 0.5 + 2.0 * jax.random.normal(jax.random.key(1), (3, FEATURES))
     widths = (3, 5, FEATURES)
     base = jnn.LayerNorm(width=3).init(jax.random.key(0), x)["params"]
@@ -72,9 +52,23 @@ def test_padded_layer_norm_equals_flax_on_the_active_features():
     def run(params, x):
         padded = jax.vmap(lambda w: value_and_grads(jnn.LayerNorm(width=w), {"params": params}, x))
         sliced = [({"params": {k: v[:w] for k, v in params.items()}}, x[:, :w]) for w in widths]
-        return padded(jnp.array(widths, jnp.int32)), [value_and_grads(fnn.LayerNorm(), *a) for a in sliced]
+        # width=None is flax's arithmetic over the whole axis (both variance formulas)
+        unpadded = [
+            tuple(m(use_fast_variance=f).apply({"params": params}, x) for m in (jnn.LayerNorm, fnn.LayerNorm))
+            for f in (True, False)
+        ]
+        return (
+            padded(jnp.array(widths, jnp.int32)),
+            [value_and_grads(fnn.LayerNorm(), *a) for a in sliced],
+            unpadded,
+        )
 
-    (ys, (grads, x_grads)), refs = run(params, x)
+    (ys, (grads, x_grads)), refs, unpadded = run(params, x)
+    assert jax.tree.structure(jnn.LayerNorm().init(jax.random.key(2), x)) == jax.tree.structure(
+        {"params": params}
+    )
+    for ours, theirs in unpadded:
+        np.testing.assert_array_equal(ours, theirs)
     for i, (w, (ref_y, (ref_grads, ref_x_grads))) in enumerate(zip(widths, refs)):
         close(ys[i, :, :w], ref_y)
         np.testing.assert_array_equal(ys[i, :, w:], 0.0)
@@ -219,3 +213,49 @@ def test_attention_rejects_bad_head_counts():
     with pytest.raises(ValueError, match="num_heads must be"):
         params = {name: {"kernel": jnp.ones((FEATURES, 2, 2))} for name in ("query", "key", "value")}
         attention.multi_head_attention(X, X, X, params | {"out": {"kernel": jnp.ones((2, 2, 3))}}, 3)
+
+
+# ----------------------------------------------------------------------------- nnx
+
+
+def test_nnx_layers_equal_the_unpadded_flax_nnx_layers():
+    from flax import nnx as fnnx
+
+    from jopt.nn import nnx as jnnx
+
+    counts, widths = (1, 3), (3, FEATURES)  # traced; compared with flax at the last pair
+
+    def padded(n, w):
+        mha = jnnx.MultiHeadAttention(HEADS, FEATURES, DIM, num_heads=n, rngs=fnnx.Rngs(5))
+        norm = jnnx.LayerNorm(FEATURES, width=w, rngs=fnnx.Rngs(5))
+        params = {name: getattr(mha, name).params() for name in ("query", "key", "value", "out")}
+        return params, mha(X), norm.scale[...], norm(X)
+
+    @jax.jit
+    def run():
+        mine = jax.vmap(padded)(jnp.array(counts, jnp.int32), jnp.array(widths, jnp.int32))
+        refs = []
+        for n, w in zip(counts[1:], widths[1:]):  # the reference at 3 heads, all features
+            mha = fnnx.MultiHeadAttention(
+                n, FEATURES, n * DIM, kernel_init=initializers.lecun_normal(), decode=False, rngs=fnnx.Rngs(5)
+            )
+            params = {
+                name: {
+                    k: getattr(mha, name).kernel[...] if k == "kernel" else getattr(mha, name).bias[...]
+                    for k in ("kernel", "bias")
+                }
+                for name in ("query", "key", "value", "out")
+            }
+            refs.append((params, mha(X), fnnx.LayerNorm(w, rngs=fnnx.Rngs(5))(X[..., :w])))
+        return mine, refs
+
+    (params, ys, scales, norms), ((ref_params, ref_y, ref_norm),) = run()
+    for i, (n, w) in enumerate(zip(counts, widths)):
+        mine = jax.tree.map(lambda p, i=i: p[i], params)
+        np.testing.assert_array_equal(mine["out"]["kernel"][n:], 0.0)
+        np.testing.assert_array_equal(mine["value"]["kernel"][:, n:], 0.0)
+        np.testing.assert_array_equal(scales[i], (jnp.arange(FEATURES) < w).astype(jnp.float32))
+        np.testing.assert_array_equal(norms[i, ..., w:], 0.0)
+    jax.tree.map(np.testing.assert_array_equal, _slice(mine, counts[-1]), ref_params)
+    close(ys[-1], ref_y)
+    close(norms[-1], ref_norm)

@@ -32,13 +32,14 @@ from flax.nnx import rnglib
 from jax import lax
 
 from jopt.hyperparams import is_python_number
-from jopt.nn import initializers
+from jopt.nn import attention, initializers, normalization
 from jopt.nn.regularization import dropout
 
-__all__ = ["Dropout", "Linear"]
+__all__ = ["Dropout", "LayerNorm", "Linear", "MultiHeadAttention"]
 
 _KERNEL_INIT = initializers.lecun_normal()
 _BIAS_INIT = _nnx.initializers.zeros_init()
+_SCALE_INIT = _nnx.initializers.ones_init()
 
 
 def _data(value: Any) -> Any:
@@ -182,3 +183,184 @@ class Linear(_nnx.Module):
         if bias is not None:
             y += jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
         return y
+
+
+class LayerNorm(_nnx.Module):
+    """``flax.nnx.LayerNorm`` over the first ``width`` of ``num_features`` features (the rest zero).
+
+    Args:
+      num_features: the padded feature count (the last axis).
+      width: the true number of features, an int or a traced int (``None``: all).
+      epsilon, dtype, param_dtype, use_bias, use_scale, bias_init, scale_init,
+        use_fast_variance, rngs: as ``flax.nnx.LayerNorm`` (the scale and then the bias draw
+        from ``rngs.params()``); only the last axis is normalized.
+
+    The statistics run over the real features only (:func:`jopt.nn.layer_norm`); padded
+    features output exactly zero, and their scale/bias entries start at zero and get zero
+    gradients.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx as fnnx
+      >>> y = LayerNorm(4, width=jnp.int32(2), rngs=fnnx.Rngs(0))(jnp.array([1.0, 3.0, 9.0, 9.0]))
+      >>> [round(v, 3) for v in y.tolist()]
+      [-1.0, 1.0, 0.0, 0.0]
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        width: Any = None,
+        epsilon: float = 1e-6,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        use_bias: bool = True,
+        use_scale: bool = True,
+        bias_init: Callable[..., jax.Array] = _BIAS_INIT,
+        scale_init: Callable[..., jax.Array] = _SCALE_INIT,
+        use_fast_variance: bool = True,
+        rngs: rnglib.Rngs,
+    ) -> None:
+        normalization.check_count(width, "width", num_features)
+        true = None if width is None else (width,)
+        shape = (num_features,)
+        self.scale = _nnx.data(None)
+        self.bias = _nnx.data(None)
+        if use_scale:
+            self.scale = _nnx.Param(
+                initializers.padded_init(scale_init, true)(rngs.params(), shape, param_dtype)
+            )
+        if use_bias:
+            self.bias = _nnx.Param(
+                initializers.padded_init(bias_init, true)(rngs.params(), shape, param_dtype)
+            )
+        self.num_features, self.width = num_features, _data(width)
+        self.epsilon, self.dtype, self.param_dtype = epsilon, dtype, param_dtype
+        self.use_bias, self.use_scale, self.use_fast_variance = use_bias, use_scale, use_fast_variance
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Normalize ``x``'s last axis over its first ``width`` entries, then scale and shift."""
+        scale = None if self.scale is None else self.scale[...]
+        bias = None if self.bias is None else self.bias[...]
+        return normalization.layer_norm(
+            x,
+            self.width,
+            scale,
+            bias,
+            epsilon=self.epsilon,
+            use_fast_variance=self.use_fast_variance,
+            dtype=self.dtype,
+        )
+
+
+class _Projection(_nnx.Module):
+    """A kernel and an optional bias, named as flax's ``LinearGeneral`` names them."""
+
+    def __init__(self, kernel: jax.Array, bias: jax.Array | None) -> None:
+        self.kernel = _nnx.Param(kernel)
+        self.bias = _nnx.data(None) if bias is None else _nnx.Param(bias)
+
+    def params(self) -> dict[str, jax.Array]:
+        out = {"kernel": self.kernel[...]}
+        if self.bias is not None:
+            out["bias"] = self.bias[...]
+        return out
+
+
+class MultiHeadAttention(_nnx.Module):
+    """Multi-head attention with ``num_heads_max`` heads built, the first ``num_heads`` real.
+
+    Args:
+      num_heads_max: the padded (maximum) number of heads.
+      in_features: the input's last-axis size; head_dim: each head's (static) size.
+      num_heads: the true number of heads, an int or a traced int (``None``: all).
+      out_features: the output size (``None``: ``in_features``).
+      use_bias, dtype, param_dtype, precision, kernel_init, out_kernel_init, bias_init,
+        out_bias_init, rngs: as ``flax.nnx.MultiHeadAttention`` (default kernel init: the
+        padding-invariant :func:`jopt.nn.initializers.lecun_normal`); parameters are drawn
+        from ``rngs.params()`` in flax's order (query, key, value, out; kernel then bias).
+
+    The submodules ``query``, ``key``, ``value``, ``out`` hold flax's shapes, so with
+    ``num_heads=None`` this starts where ``flax.nnx.MultiHeadAttention(num_heads_max,
+    in_features, num_heads_max * head_dim, decode=False)`` starts for the same initializers;
+    masked heads contribute nothing and get zero gradients (see :mod:`jopt.nn.attention`).
+    No attention dropout and no decoding cache.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx as fnnx
+      >>> layer = MultiHeadAttention(4, 8, 2, num_heads=jnp.int32(1), rngs=fnnx.Rngs(0))
+      >>> layer(jnp.ones((1, 3, 8))).shape, bool((layer.value.kernel[...][:, 1:] == 0).all())
+      ((1, 3, 8), True)
+    """
+
+    def __init__(
+        self,
+        num_heads_max: int,
+        in_features: int,
+        head_dim: int,
+        *,
+        num_heads: Any = None,
+        out_features: int | None = None,
+        use_bias: bool = True,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        precision: Any = None,
+        kernel_init: Callable[..., jax.Array] = _KERNEL_INIT,
+        out_kernel_init: Callable[..., jax.Array] | None = None,
+        bias_init: Callable[..., jax.Array] = _BIAS_INIT,
+        out_bias_init: Callable[..., jax.Array] | None = None,
+        rngs: rnglib.Rngs,
+    ) -> None:
+        for name, value in (
+            ("num_heads_max", num_heads_max),
+            ("in_features", in_features),
+            ("head_dim", head_dim),
+        ):
+            normalization.check_count(value, name, 2**31 - 1)
+        normalization.check_count(num_heads, "num_heads", num_heads_max)
+        heads, out_features = num_heads_max, in_features if out_features is None else out_features
+        for name in ("query", "key", "value"):
+            kernel = attention.head_kernel_init(kernel_init, num_heads)
+            kernel = kernel(rngs.params(), (in_features, heads, head_dim), param_dtype)
+            bias = None
+            if use_bias:
+                bias = attention.head_bias_init(bias_init, num_heads)(
+                    rngs.params(), (heads, head_dim), param_dtype
+                )
+            setattr(self, name, _Projection(kernel, bias))
+        out_init = attention.out_kernel_init(
+            kernel_init if out_kernel_init is None else out_kernel_init, num_heads
+        )
+        kernel = out_init(rngs.params(), (heads, head_dim, out_features), param_dtype)
+        out_bias = bias_init if out_bias_init is None else out_bias_init
+        bias = out_bias(rngs.params(), (out_features,), param_dtype) if use_bias else None
+        self.out = _Projection(kernel, bias)
+        self.num_heads_max, self.in_features, self.head_dim = num_heads_max, in_features, head_dim
+        self.num_heads, self.out_features = _data(num_heads), out_features
+        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
+
+    def __call__(
+        self,
+        inputs_q: jax.Array,
+        inputs_k: jax.Array | None = None,
+        inputs_v: jax.Array | None = None,
+        *,
+        mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """Attend from ``inputs_q`` to ``inputs_k`` (default ``inputs_q``) / ``inputs_v`` (default
+        ``inputs_k``); ``mask`` broadcastable to ``(..., heads, q_length, kv_length)``."""
+        inputs_k = inputs_q if inputs_k is None else inputs_k
+        inputs_v = inputs_k if inputs_v is None else inputs_v
+        params = {name: getattr(self, name).params() for name in ("query", "key", "value", "out")}
+        return attention.multi_head_attention(
+            inputs_q,
+            inputs_k,
+            inputs_v,
+            params,
+            self.num_heads,
+            mask=mask,
+            precision=self.precision,
+            dtype=self.dtype,
+        )
