@@ -342,10 +342,10 @@ def test_trials_asked_beyond_the_budget_by_a_race_are_cancelled(task, monkeypatc
     other_worker = []
     real_ask = oa._ask
 
-    def racing_ask(study, dists, k, host):
+    def racing_ask(study, dists, k, host, suggest=None):
         if not other_worker:  # another process asks 2 trials just before this one asks its 4
             other_worker.extend(study.ask(dists) for _ in range(2))
-        return real_ask(study, dists, k, host)
+        return real_ask(study, dists, k, host, suggest)
 
     monkeypatch.setattr(oa, "_ask", racing_ask)
     r = optuna_search(task, SPACE, 4, batch=4, study=study, **KW)

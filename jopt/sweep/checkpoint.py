@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import json
 import sys
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -177,23 +176,32 @@ _PARTS_HELP = (
 
 @contextlib.contextmanager
 def _quiet_closed_loop():
-    """Silence the "Event loop is closed" errors that orbax's reader threads report (as
-    unraisable exceptions) when a read of a damaged checkpoint fails; re-raise nothing else."""
+    """On a failed read of a damaged checkpoint, orbax's reader threads later report "Event loop
+    is closed" as unraisable exceptions (harmless: the read was abandoned). During a read, and for
+    the rest of the process after a failed one, a filter drops exactly those reports; every other
+    unraisable exception is shown."""
     previous = sys.unraisablehook
+    _install_closed_loop_filter()
+    try:
+        yield
+    except BaseException:
+        raise  # the filter stays: the abandoned read's threads may report after this
+    else:
+        sys.unraisablehook = previous
+
+
+def _install_closed_loop_filter() -> None:
+    previous = sys.unraisablehook
+    if getattr(previous, "_jopt_closed_loop_filter", False):
+        return
 
     def hook(unraisable: Any) -> None:
         err = unraisable.exc_value
         if not (isinstance(err, RuntimeError) and "Event loop is closed" in str(err)):
             previous(unraisable)
 
+    hook._jopt_closed_loop_filter = True
     sys.unraisablehook = hook
-    try:
-        yield
-    except BaseException:
-        time.sleep(0.05)  # let the failed read's other threads finish inside the filter
-        raise
-    finally:
-        sys.unraisablehook = previous
 
 
 class _Unusable(Exception):
