@@ -53,3 +53,7 @@ from jopt.optimizers.muon import muon as muon
 from jopt.transforms.muon import MuonDimensionNumbers as MuonDimensionNumbers
 from jopt.transforms.muon import MuonState as MuonState
 from jopt.transforms.muon import scale_by_muon as scale_by_muon
+from jopt.optimizers.momentum_models import MomoAdamState as MomoAdamState
+from jopt.optimizers.momentum_models import MomoState as MomoState
+from jopt.optimizers.momentum_models import momo as momo
+from jopt.optimizers.momentum_models import momo_adam as momo_adam
