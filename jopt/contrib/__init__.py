@@ -57,3 +57,11 @@ from jopt.optimizers.momentum_models import MomoAdamState as MomoAdamState
 from jopt.optimizers.momentum_models import MomoState as MomoState
 from jopt.optimizers.momentum_models import momo as momo
 from jopt.optimizers.momentum_models import momo_adam as momo_adam
+from jopt.transforms.privacy import DifferentiallyPrivateAggregateState as DifferentiallyPrivateAggregateState
+from jopt.transforms.privacy import differentially_private_aggregate as differentially_private_aggregate
+from jopt.transforms.privacy import dpsgd as dpsgd
+from jopt.transforms.complex_valued import SplitRealAndImaginaryArrays as SplitRealAndImaginaryArrays
+from jopt.transforms.complex_valued import SplitRealAndImaginaryState as SplitRealAndImaginaryState
+from jopt.transforms.complex_valued import split_real_and_imaginary as split_real_and_imaginary
+from jopt.transforms.centered_belief import scale_by_acprop as scale_by_acprop
+from jopt.optimizers.centered_belief import acprop as acprop
