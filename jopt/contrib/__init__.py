@@ -1,11 +1,15 @@
 """``jopt.contrib``: the names of ``optax.contrib``, so ``optax.contrib.<name>`` code switches by the import.
 
-Every name here is also a top-level ``jopt`` name (jopt has no second tier of
-optimizers); this module only mirrors optax's layout. Each optimizer module
-adds its names below as it lands.
+Most names here are also top-level ``jopt`` names; ``acprop``,
+``scale_by_acprop``, ``momo``, ``momo_adam`` and their states are only here, as in
+optax. ``reduce_on_plateau`` is optax's transform (``factor`` first), i.e.
+:func:`jopt.schedules.scale_by_plateau`; the top-level ``jopt.reduce_on_plateau``
+is the learning-rate form of the same logic. Each optimizer module adds its
+names below as it lands.
 """
 
-from jopt.schedules.plateau import reduce_on_plateau as reduce_on_plateau
+from jopt.schedules.plateau import ScaleByPlateauState as ReduceLROnPlateauState
+from jopt.schedules.plateau import scale_by_plateau as reduce_on_plateau
 from jopt.transforms.normalization import NormalizeState as NormalizeState
 from jopt.transforms.schedule_free import ScheduleFreeState as ScheduleFreeState
 from jopt.transforms.schedule_free import schedule_free as schedule_free
