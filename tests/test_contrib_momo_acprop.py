@@ -161,3 +161,11 @@ def test_momo_errors_name_the_problem():
         tx.update(params, tx.init(params), params)
     with pytest.raises(ValueError, match="params"):
         tx.update(params, tx.init(params), value=1.0)
+
+
+@pytest.mark.parametrize("name", ["momo", "momo_adam"])
+def test_scheduled_learning_rate_matches_optax_exactly(name):
+    schedule = optax.linear_schedule(1.0, 0.1, 10)
+    ours, _ = run(getattr(contrib, name)(learning_rate=schedule), mlp3d())
+    theirs, _ = run(getattr(optax.contrib, name)(learning_rate=schedule), mlp3d())
+    assert_trees_equal(ours, theirs)
