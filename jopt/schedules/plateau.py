@@ -93,7 +93,8 @@ class ScaleByPlateauState(NamedTuple):
     """State of :func:`scale_by_plateau`: :class:`PlateauState`'s fields plus the logged scale.
 
     Attributes:
-      hyperparams: ``{"plateau_scale": scale}`` after the latest step.
+      hyperparams: ``{"plateau_scale": scale}`` after the latest step (may be left out when a
+        state is built by hand, as optax's ``ReduceLROnPlateauState(...)``; never mutated).
     """
 
     scale: Array
@@ -102,7 +103,7 @@ class ScaleByPlateauState(NamedTuple):
     cooldown_count: Array
     count: Array
     avg_value: Array
-    hyperparams: dict[str, Array]
+    hyperparams: dict[str, Array] = {}  # noqa: RUF012 - a default for hand-built states
 
 
 def _check(owner: str, factor, patience, rtol, atol, cooldown, accumulation_size, min_scale) -> None:
