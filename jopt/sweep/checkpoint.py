@@ -182,12 +182,8 @@ def _quiet_closed_loop():
     unraisable exception is shown."""
     previous = sys.unraisablehook
     _install_closed_loop_filter()
-    try:
-        yield
-    except BaseException:
-        raise  # the filter stays: the abandoned read's threads may report after this
-    else:
-        sys.unraisablehook = previous
+    yield  # on an error the filter stays: the abandoned read's threads may report after it
+    sys.unraisablehook = previous
 
 
 def _install_closed_loop_filter() -> None:

@@ -529,9 +529,6 @@ class Executor:
                 )
             self.chunk = self._restore_chunk(group, size, slots, status, leaves)
 
-    def _carry_treedef(self, group: tuple):
-        return jax.tree.structure(self.plan.abstract_carry(group))
-
     def _restore_chunk(self, group, size, slots, status, leaves) -> Chunk:
         hp = {n: np.zeros(size, np.dtype(d)) for n, d in self.plan.traced.items()}
         if self.options.folds is not None:
@@ -543,10 +540,9 @@ class Executor:
                 hp[n][p] = config[n]
             if m is not None and "fold" in hp:
                 hp["fold"][p] = m[1]
-        host = jax.tree.unflatten(self._carry_treedef(group), leaves)
-        batched = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype), self.plan.abstract_carry(group)
-        )
+        abstract = self.plan.abstract_carry(group)
+        host = jax.tree.unflatten(jax.tree.structure(abstract), leaves)
+        batched = jax.tree.map(lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype), abstract)
         check_host(host, batched, "the chunk's loop state")
         if size % self.plan.trial_shards == 0:
             return Chunk.restore(self.plan, group, size, slots, status, jax.tree.leaves(host), hp)

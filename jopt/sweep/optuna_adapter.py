@@ -205,15 +205,17 @@ def conditional_suggest(space: Space, dists: Mapping[str, Any]) -> Callable[[Any
     chosen branches' names (and the unconditional ones), so Optuna's samplers see the
     conditional structure (TPE models each name over the trials where it is active)."""
 
+    kinds = _optuna().distributions
+
     def suggest(trial: Any) -> None:
         chosen = {c: trial.suggest_categorical(c, dists[c].choices) for c in space.conditions}
-        for name in space.active_names(chosen | {n: None for n in space if n not in chosen}):
+        for name in space.active_names(chosen):  # active_names reads only the branch choices
             d = dists.get(name)
             if d is None or name in chosen:
                 continue
-            if isinstance(d, _optuna().distributions.FloatDistribution):
+            if isinstance(d, kinds.FloatDistribution):
                 trial.suggest_float(name, d.low, d.high, log=d.log)
-            elif isinstance(d, _optuna().distributions.IntDistribution):
+            elif isinstance(d, kinds.IntDistribution):
                 trial.suggest_int(name, d.low, d.high, log=d.log)
             else:
                 trial.suggest_categorical(name, d.choices)

@@ -89,6 +89,7 @@ class Plan:
         self.statics: dict[tuple, dict[str, Any]] = {}
         self._bound: dict[tuple, BoundTask] = {}
         self._bytes: dict[tuple, int] = {}
+        self._states: dict[tuple, Any] = {}
         self._programs: dict[tuple, P.GroupPrograms] = {}
         self.gather_compiles = 0
         groups: dict[tuple, Mapping[str, Any]] = {}
@@ -126,10 +127,8 @@ class Plan:
 
     def _check_objectives(self, group: tuple) -> None:
         """The number of objectives ``evaluate`` returns must match ``directions``."""
-        hp_abs = {n: jax.ShapeDtypeStruct((), np.dtype(d)) for n, d in self.hp_dtypes.items()}
-        bound = self.bound(group)
-        state = jax.eval_shape(bound.init, hp_abs, jax.eval_shape(lambda: jax.random.key(0)))
-        _, metrics = jax.eval_shape(bound.evaluate, hp_abs, state)
+        hp_abs, _ = self._abstract_inputs()
+        _, metrics = jax.eval_shape(self.bound(group).evaluate, hp_abs, self.abstract_state(group))
         count = sum(1 for k in metrics if k.startswith("objective_") and k[10:].isdigit())
         directions = self.options.directions
         if directions is None and count:
@@ -157,7 +156,7 @@ class Plan:
     def member_bytes(self, group: tuple) -> int:
         """Estimated device bytes of one member of ``group``."""
         if group not in self._bytes:
-            hp_abs = {n: jax.ShapeDtypeStruct((), np.dtype(d)) for n, d in self.hp_dtypes.items()}
+            hp_abs, _ = self._abstract_inputs()
             self._bytes[group] = P.estimate_member_bytes(self.bound(group), hp_abs, self.options.patience)
         return self._bytes[group]
 
@@ -183,11 +182,20 @@ class Plan:
         size = P.chunk_size(max(members, k), self.trial_shards, cap)
         return max(size, k)
 
+    def _abstract_inputs(self) -> tuple[dict[str, jax.ShapeDtypeStruct], jax.ShapeDtypeStruct]:
+        """Shapes and dtypes of one member's traced hyperparameters and of its key."""
+        hp_abs = {n: jax.ShapeDtypeStruct((), np.dtype(d)) for n, d in self.hp_dtypes.items()}
+        return hp_abs, jax.eval_shape(lambda: jax.random.key(0))
+
+    def abstract_state(self, group: tuple) -> Any:
+        """Shapes and dtypes of one member's training state in ``group`` (traced once per group)."""
+        if group not in self._states:
+            self._states[group] = jax.eval_shape(self.bound(group).init, *self._abstract_inputs())
+        return self._states[group]
+
     def abstract_carry(self, group: tuple) -> P.Carry:
         """Shapes and dtypes of one member's loop state in ``group`` (no slot axis)."""
-        hp_abs = {n: jax.ShapeDtypeStruct((), np.dtype(d)) for n, d in self.hp_dtypes.items()}
-        key = jax.eval_shape(lambda: jax.random.key(0))
-        state = jax.eval_shape(self.bound(group).init, hp_abs, key)
+        state = self.abstract_state(group)
         best = state if self.options.patience is not None else ()
         s = jax.ShapeDtypeStruct
         i32, f32 = np.dtype(np.int32), np.dtype(np.float32)
@@ -204,12 +212,10 @@ class Plan:
         if not statics:
             statics = [{n: self.space[n].values[0] for n in self.space.static_names}]
         digest = hashlib.sha256()
-        hp_abs = {n: jax.ShapeDtypeStruct((), np.dtype(d)) for n, d in self.hp_dtypes.items()}
-        key = jax.eval_shape(lambda: jax.random.key(0))
+        hp_abs, key = self._abstract_inputs()
         for values in sorted(statics, key=repr):
             bound = bind_group(self.task, values, self.options.folds)
-            init = jax.make_jaxpr(bound.init)(hp_abs, key)
-            state = jax.eval_shape(bound.init, hp_abs, key)
+            init, state = jax.make_jaxpr(bound.init, return_shape=True)(hp_abs, key)
             for closed in (init, jax.make_jaxpr(bound.step)(hp_abs, state, key),
                            jax.make_jaxpr(bound.evaluate)(hp_abs, state)):  # fmt: skip
                 digest.update(str(closed.jaxpr).encode())

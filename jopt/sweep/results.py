@@ -171,9 +171,9 @@ class SweepResult:
         """Hypervolume of the Pareto front up to ``reference`` (one value per objective, in the
         objectives' own orientation: worse than every point that should count)."""
         front = self.pareto_front()
-        ref = pareto.oriented(np.asarray(reference, np.float64)[None], self.directions)[0]
-        if ref.size != len(self.directions):
+        if np.size(reference) != len(self.directions):  # before orienting: a clear error, not a broadcast one
             raise ValueError(f"reference must have {len(self.directions)} values, got {list(reference)}")
+        ref = pareto.oriented(np.asarray(reference, np.float64)[None], self.directions)[0]
         return pareto.hypervolume(self._objective_matrix(front), ref) if front else 0.0
 
     # ------------------------------------------------------------------ other tools
