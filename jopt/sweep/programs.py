@@ -53,7 +53,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jopt.sweep.task import BoundTask, abstract_hyperparams
-from jopt.sweep.transfer import is_key
+from jopt.sweep.transfer import host_abstract, is_key
 
 __all__ = [
     "DIVERGED",
@@ -174,12 +174,8 @@ def tree_all_finite(tree: Any) -> jax.Array:
 
 def tree_bytes(tree: Any) -> int:
     """Total bytes of the array leaves (concrete or abstract) of ``tree``."""
-    total = 0
-    for x in jax.tree.leaves(tree):
-        if is_key(x):  # its key data: uint32, one more axis
-            x = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype))
-        total += math.prod(x.shape) * np.dtype(x.dtype).itemsize
-    return int(total)
+    leaves = jax.tree.leaves(host_abstract(tree))  # a key counts as its key data
+    return int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves))
 
 
 # ----------------------------------------------------------------------------- planning helpers
