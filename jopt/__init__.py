@@ -6,6 +6,7 @@ Everything public lives in this flat namespace, plus the subpackages
 """
 
 from jopt import datasets, distributed, hyperparams, nn, precision, schedules, sweep, tree  # noqa: F401
+from jopt.batched_cond import cond_across_batch  # noqa: F401
 from jopt.core import *  # noqa: F401,F403
 from jopt.distributed import mean_gradients_over  # noqa: F401
 from jopt.hyperparams import check_hyperparam, resolve  # noqa: F401

@@ -16,7 +16,9 @@ union of their schedules. The result equals ``lax.cond`` member for member, at
 every level of nested ``vmap``.
 
 The branches must be functions of ``operands`` only (no closed-over traced
-values): pass everything they read through ``operands``.
+values): pass everything they read through ``operands``. Under an explicit-axis
+mesh the expensive branch's outputs take the shardings of the cheap branch's
+(usually the state it keeps), so a refresh never changes a state leaf's layout.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -36,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_batching import custom_vmap
+
+from jopt.tree._arithmetic import reshard_like
 
 __all__ = ["cond_across_batch"]
 
@@ -57,7 +61,8 @@ def cond_across_batch(pred: Any, true_fn: Callable, false_fn: Callable, operands
 
     @custom_vmap
     def branch(pred, operands):
-        return lax.cond(pred, true_fn, false_fn, operands)
+        kept = jax.eval_shape(false_fn, operands)
+        return lax.cond(pred, lambda o: jax.tree.map(reshard_like, true_fn(o), kept), false_fn, operands)
 
     @branch.def_vmap
     def branch_over_batch(axis_size, in_batched, pred, operands):

@@ -59,12 +59,23 @@ OPTIMIZERS: dict[str, dict] = {
     "cautious_adamw": {"learning_rate": 1e-2},
     "madgrad": {"learning_rate": 1e-2},
     "cocob": {},
+    # Kronecker-factored preconditioners: moments mirror the parameters, factors do not
+    # (an eps well above rounding: Adam in a rotated basis of rank-deficient factors otherwise
+    # normalises the rounding noise of the null space's components to steps of size one)
+    "soap": {"learning_rate": 1e-2, "precondition_frequency": 2, "eps": 1e-3},
+    "shampoo": {"learning_rate": 1e-2, "precondition_frequency": 2},
+    "kron": {"learning_rate": 1e-2},
 }
 STATELESS = {"sign_sgd"}  # only scalar state (counts, learning rate)
 # init keeps a copy of the initial parameters (x0 / z): init_sharded needs concrete parameters
 READS_PARAMS = {"schedule_free_adamw", "prodigy", "madgrad", "cocob"}
 SPECS = {"w1": P("fsdp", None), "w2": P(None, "fsdp"), "b": P("fsdp"), "s": P()}
 TOL = {"rtol": 1e-5, "atol": 1e-6}
+# Shampoo's inverse roots and SOAP's eigenbases of rank-deficient factors (3 gradients) are not
+# unique where the factors' eigenvalues coincide: compared through the parameters they produce.
+# Shampoo's preconditioned steps also amplify the gradients' rounding differences: rtol 1e-4.
+NOT_UNIQUE = {"shampoo": "roots", "soap": "bases"}
+STATE_TOL = {"shampoo": {"rtol": 1e-4, "atol": 1e-5}}
 
 
 def _mesh(axis_type=AxisType.Explicit):
@@ -144,6 +155,13 @@ def _check_layout(state, params, mesh, *, per_param=True):
             assert leaf.sharding.is_fully_replicated, leaf.sharding
 
 
+def _unique_part(state, name):
+    """The state's leaves, less those under a field named ``NOT_UNIQUE[name]``."""
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    skip = NOT_UNIQUE.get(name)
+    return [leaf for path, leaf in leaves if skip is None or skip not in jax.tree_util.keystr(path)]
+
+
 def _spec_tree(state):
     return jax.tree.map(lambda x: _normalise(_spec(x))[: x.ndim], state)
 
@@ -186,7 +204,9 @@ def test_state_sharded_like_params_after_init_and_update(name):
 
     ref_params, ref_state = _run(opt, host, opt.init(host), _single_loss, X)
     assert_trees_close(new_params, ref_params, **TOL)
-    assert_trees_close(new_state, ref_state, **TOL)
+    assert_trees_close(
+        _unique_part(new_state, name), _unique_part(ref_state, name), **STATE_TOL.get(name, TOL)
+    )
 
 
 def test_adafactor_factored_statistics_shard_along_kept_axis():

@@ -41,8 +41,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import PartitionSpec
 
 from jopt.hyperparams import cast_hyperparam
+from jopt.tree._arithmetic import _explicitly_sharded
 
 Array = jax.Array
 Factors = tuple[tuple[Array | None, ...], ...]
@@ -268,7 +270,9 @@ def _gram(y: Array, axis: int) -> Array:
     """``(blocks, d, d)``: :math:`G_{(i)} G_{(i)}^\\top` of each block along ``axis``."""
     idx = _AXES[: y.ndim - 1]
     other = idx[:axis] + "z" + idx[axis + 1 :]
-    return jnp.einsum(f"n{idx},n{other}->n{idx[axis]}z", y, y, precision=_HIGHEST)
+    # Sharded gradients (FSDP) give replicated factors, like the factors' initial state.
+    replicated = {"out_sharding": PartitionSpec()} if _explicitly_sharded(y) else {}
+    return jnp.einsum(f"n{idx},n{other}->n{idx[axis]}z", y, y, precision=_HIGHEST, **replicated)
 
 
 def update_factors(factors: Factors, blocks: Blocks, decay: Any, weight: Any) -> Factors:
@@ -396,6 +400,10 @@ def permute_axis(y: Array, order: Array, axis: int) -> Array:
     """Reorder axis ``axis`` of each block of ``y`` (``(blocks, ...)``) by ``order`` (``(blocks, d)``)."""
     shape = [order.shape[0]] + [1] * (y.ndim - 1)
     shape[1 + axis] = order.shape[1]
+    if _explicitly_sharded(y):  # a gather along a sharded axis: gather the blocks first
+        gathered = jax.sharding.reshard(y, PartitionSpec())
+        out = jnp.take_along_axis(gathered, jnp.reshape(order, shape), axis=1 + axis)
+        return jax.sharding.reshard(out, jax.typeof(y).sharding.spec)
     return jnp.take_along_axis(y, jnp.reshape(order, shape), axis=1 + axis)
 
 

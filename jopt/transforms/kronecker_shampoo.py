@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
+from jopt.batched_cond import cond_across_batch
 from jopt.core import GradientTransformation, hyperparam_transformation
 from jopt.hyperparams import (
     NONNEGATIVE,
@@ -32,6 +32,7 @@ from jopt.hyperparams import (
 from jopt.transforms import kronecker as kr
 from jopt.transforms.kronecker_soap import FREQUENCY, check_static_int, whole_number
 from jopt.tree import tree_unzip
+from jopt.tree._arithmetic import reshard_like
 
 Array = jax.Array
 PyTree = Any
@@ -119,7 +120,8 @@ def scale_by_shampoo(
       b2: :math:`\beta_2 \in [0, 1]`, decay of the factors and of the grafting accumulator.
       eps: :math:`\epsilon > 0`, added to the factors' eigenvalues.
       precondition_frequency: :math:`f`, recompute the roots every ``f`` calls
-        (whole number >= 1); traceable (``lax.cond`` on the count).
+        (whole number >= 1); traceable (a branch on the count, one under
+        ``jax.vmap`` too: :func:`jopt.cond_across_batch`).
       start_preconditioning_step: calls before this use the grafting direction
         alone (whole number >= 0); traceable.
       graft_eps: :math:`\epsilon_g \ge 0` of the grafting method.
@@ -202,8 +204,10 @@ def scale_by_shampoo(
         blocks = kr.to_blocks(g32, layout)
         new_factors = kr.update_factors(factors, blocks, b2, w)
         refresh = count % whole_number(h["precondition_frequency"]) == 0
-        new_roots = lax.cond(refresh, lambda: roots_of(new_factors, layout, eps), lambda: roots)
-        pg = kr.from_blocks(kr.mode_products(blocks, new_roots, transpose=False), layout)
+        new_roots = cond_across_batch(
+            refresh, lambda o: roots_of(o[0], layout, o[2]), lambda o: o[1], (new_factors, roots, eps)
+        )
+        pg = reshard_like(kr.from_blocks(kr.mode_products(blocks, new_roots, transpose=False), layout), g32)
         v = None if graft_nu is None else graft_nu.astype(dt)
         d, new_v = _graft_direction(g32, v, count, graft_type, b2, w, graft_eps)
         if graft_type == "none":

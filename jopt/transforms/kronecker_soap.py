@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
+from jopt.batched_cond import cond_across_batch
 from jopt.core import GradientTransformation, hyperparam_transformation
 from jopt.hyperparams import (
     NONNEGATIVE,
@@ -32,6 +32,7 @@ from jopt.hyperparams import (
 )
 from jopt.transforms import kronecker as kr
 from jopt.tree import tree_unzip
+from jopt.tree._arithmetic import reshard_like
 
 Array = jax.Array
 PyTree = Any
@@ -98,6 +99,17 @@ def _initial_bases(factors: kr.Factors) -> kr.Factors:
     return tuple(tuple(None if f is None else kr.eigenbasis(f) for f in fs) for fs in factors)
 
 
+def _start_bases(operands: tuple) -> tuple[kr.Factors, kr.Blocks]:
+    """The first call's branch: eigenbases of the first factors, ``nu`` unchanged."""
+    _, factors, _, nu = operands
+    return _initial_bases(factors), nu
+
+
+def _refresh_if_due(operands: tuple) -> tuple[kr.Factors, kr.Blocks]:
+    """Later calls: one refinement step where ``refresh`` holds, the old bases elsewhere."""
+    return cond_across_batch(operands[0], lambda o: _refresh(*o[1:]), lambda o: (o[2], o[3]), operands)
+
+
 def _adam_direction(g_rot: kr.Blocks, m_rot: kr.Blocks, nu: kr.Blocks, b2: Any, eps: Any):
     """Adam in the rotated coordinates: the new ``nu`` blocks and :math:`M' / (\\sqrt{V} + \\epsilon)`."""
     new_nu = tuple(b2 * v + (1 - b2) * r * r for v, r in zip(nu, g_rot))
@@ -162,7 +174,8 @@ def scale_by_soap(
       shampoo_beta: :math:`\beta_s \in [0, 1)`, decay of the factors; ``None`` uses ``b2``.
       eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{V}`.
       precondition_frequency: :math:`f`, a whole number >= 1; traceable (the refresh
-        is a ``lax.cond`` on the count).
+        is a branch on the count, one under ``jax.vmap`` too: see
+        :func:`jopt.cond_across_batch`).
       max_precond_dim: axes longer than this get no factor (identity basis).
       merge_dims: merge consecutive axes while their product stays at most
         ``max_precond_dim`` (see :func:`jopt.transforms.kronecker.merged_shape`).
@@ -215,7 +228,7 @@ def scale_by_soap(
     def init_fields(params, h):
         def leaf(p):
             layout, dt = layout_of(p.shape), compute_dtype(p.dtype)
-            mu = jnp.zeros(p.shape, mu_dtype or p.dtype)
+            mu = jnp.zeros_like(p, dtype=mu_dtype or p.dtype)
             return mu, jnp.zeros_like(p), kr.init_factors(layout, dt), kr.identity_factors(layout, dt)
 
         return tree_unzip(jax.tree.map(leaf, params), params, 4)
@@ -231,7 +244,7 @@ def scale_by_soap(
         m_rot = kr.mode_products(kr.to_blocks(new_mu, layout), bases, transpose=True)
         old_nu = kr.to_blocks(nu.astype(dt), layout)
         new_nu, n_rot = _adam_direction(g_rot, m_rot, old_nu, b2, eps)
-        direction = kr.from_blocks(kr.mode_products(n_rot, bases, transpose=False), layout)
+        direction = reshard_like(kr.from_blocks(kr.mode_products(n_rot, bases, transpose=False), layout), g32)
         if normalize_grads:
             direction = direction / (1e-30 + jnp.sqrt(jnp.mean(direction * direction)))
         if correct_bias:
@@ -243,12 +256,10 @@ def scale_by_soap(
         new_factors = kr.update_factors(factors, blocks, beta_s, 1 - beta_s)
         freq = whole_number(h["precondition_frequency"])
         refresh = jnp.logical_and(count > 0, count % freq == 0)
-        new_bases, new_nu = lax.cond(
-            first,
-            lambda: (_initial_bases(new_factors), new_nu),
-            lambda: lax.cond(refresh, lambda: _refresh(new_factors, bases, new_nu), lambda: (bases, new_nu)),
+        new_bases, new_nu = cond_across_batch(
+            first, _start_bases, _refresh_if_due, (refresh, new_factors, bases, new_nu)
         )
-        return direction, new_mu, kr.from_blocks(new_nu, layout), new_factors, new_bases
+        return direction, new_mu, reshard_like(kr.from_blocks(new_nu, layout), nu), new_factors, new_bases
 
     def step(updates, state, params, h, count_inc):
         del params, count_inc

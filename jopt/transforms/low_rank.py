@@ -20,7 +20,6 @@ for bit (the SVD is computed in float32, as optax does).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Union
@@ -28,6 +27,7 @@ from typing import Any, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
+from jopt.batched_cond import cond_across_batch
 from jopt.core import AcceptsAnyExtraArg, GradientTransformation, as_transformation, hyperparam_transformation
 from jopt.hyperparams import ANY, Hyperparam, Range, cast_hyperparam, compute_dtype, is_python_number
 from jopt.transforms.moments import scale_by_adam
@@ -246,17 +246,14 @@ def _project(leaves, projectors, specs, rank: int, refresh: Array) -> tuple[list
             continue
         layout = _layout(g, spec)
         g2d = layout.to_matrix(g)
-        fresh = functools.partial(_projector_from_svd, g2d, layout, min(rank, *layout.matrix_shape), g.dtype)
-        proj = jax.lax.cond(refresh, fresh, functools.partial(_same, proj))
+        k = min(rank, *layout.matrix_shape)
+        fresh = lambda o, layout=layout, k=k, dt=g.dtype: _projector_from_svd(o[0], layout, k, dt)  # noqa: E731
+        proj = cond_across_batch(refresh, fresh, lambda o: o[1], (g2d, proj))
         dt = compute_dtype(g.dtype)
         p, g2d = proj.astype(dt), g2d.astype(dt)
         low.append((p.T @ g2d if layout.left else g2d @ p).astype(g.dtype))
         new_projectors.append(proj)
     return low, new_projectors
-
-
-def _same(x: Array) -> Array:
-    return x
 
 
 def _project_back(leaves, low_updates, projectors, specs, scale: Array | float) -> list:

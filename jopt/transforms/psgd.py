@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jopt.batched_cond import cond_across_batch
 from jopt.core import GradientTransformation, hyperparam_transformation
 from jopt.hyperparams import (
     NONNEGATIVE,
@@ -482,7 +483,12 @@ def scale_by_kron(
         _, update_key = jax.random.split(jax.random.fold_in(base, count))
         fit_in = m_leaves if momentum_into_precond_update else leaves
         lr = h["preconditioner_lr"]
-        qs = jax.lax.cond(do_update, lambda: fit(update_key, qs, fit_in, flags, lr), lambda: qs)
+        qs = cond_across_batch(
+            do_update,
+            lambda o: fit(o[0], o[1], o[2], flags, o[3]),
+            lambda o: o[1],
+            (update_key, qs, fit_in, lr),
+        )
         with jax.default_matmul_precision(precond_grads_precision):
             out = [precondition_leaf(q, m, s) for q, m, s in zip(qs, m_leaves, flags)]
         new_counter = jnp.where(do_update, 0, counter)

@@ -21,7 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec
+from jax.sharding import AxisType, PartitionSpec
 
 from jopt.hyperparams import cast_hyperparam, compute_dtype
 
@@ -190,6 +190,23 @@ def _explicitly_sharded(x: Array) -> bool:
     """Whether ``x`` is sharded over an explicit mesh axis (visible in its type)."""
     spec = getattr(jax.typeof(x).sharding, "spec", None)
     return spec is not None and any(axis is not None for axis in spec)
+
+
+def reshard_like(x: Array, reference: Any) -> Array:
+    """``x`` with the sharding type of ``reference`` (an array or a ``ShapeDtypeStruct``).
+
+    Only under an explicit-axis mesh, where shardings are part of an array's type
+    (``select`` and ``cond`` need equal ones); elsewhere ``x`` is returned as is.
+    """
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or mesh.empty or AxisType.Explicit not in mesh.axis_types:
+        return x
+    wanted = (
+        reference.sharding if isinstance(reference, jax.ShapeDtypeStruct) else jax.typeof(reference).sharding
+    )
+    spec = getattr(wanted, "spec", None)
+    return x if spec is None or spec == sharding.spec else jax.sharding.reshard(x, spec)
 
 
 def vdot(tree_x: PyTree, tree_y: PyTree) -> Array:
