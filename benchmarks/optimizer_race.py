@@ -33,10 +33,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
+# jaxlib 0.10's CPU runtime can deadlock when two batched LAPACK calls (SOAP's eigh/QR, Kron's
+# triangular solves, vmapped over the sweep's trials) run concurrently on a small thread pool;
+# the default scheduler's concurrency is what lets them overlap (see benchmarks/README.md).
+CPU_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+if CPU_FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {CPU_FLAG}".strip()
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
