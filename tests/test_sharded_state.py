@@ -25,6 +25,7 @@ from jax.sharding import PartitionSpec as P
 import jopt
 from jopt import distributed as jd
 from tests.reference import assert_trees_close
+from tests.test_optimizers_generic import CASES as GENERIC_CASES
 
 # Explicit list (a missing optimizer is a failure, not a skip): name -> kwargs.
 OPTIMIZERS: dict[str, dict] = {
@@ -66,6 +67,9 @@ OPTIMIZERS: dict[str, dict] = {
     "shampoo": {"learning_rate": 1e-2, "precondition_frequency": 2},
     "kron": {"learning_rate": 1e-2},
 }
+# The other optimizers of the generic tests (wrappers and estimators built by their test modules),
+# with the generic tests' hyperparameters; Muon's sharded strategy has its own tests (test_muon.py).
+GENERIC = {c.name: c for c in GENERIC_CASES if c.name not in OPTIMIZERS and not c.name.startswith("muon")}
 STATELESS = {"sign_sgd"}  # only scalar state (counts, learning rate)
 # init keeps a copy of the initial parameters (x0 / z): init_sharded needs concrete parameters
 READS_PARAMS = {"schedule_free_adamw", "prodigy", "madgrad", "cocob"}
@@ -166,10 +170,16 @@ def _spec_tree(state):
     return jax.tree.map(lambda x: _normalise(_spec(x))[: x.ndim], state)
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def _optimizer(name):
+    if name in GENERIC:
+        return GENERIC[name].make(**GENERIC[name].kwargs)
+    return getattr(jopt, name)(**OPTIMIZERS[name])
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS) + sorted(GENERIC))
 def test_state_sharded_like_params_after_init_and_update(name):
     mesh = _mesh()
-    opt = getattr(jopt, name)(**OPTIMIZERS[name])
+    opt = _optimizer(name)
     host = _host_params()
     shardings = {k: NamedSharding(mesh, SPECS[k]) for k in host}
     abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=shardings[k]) for k, v in host.items()}
