@@ -26,11 +26,13 @@ from typing import Any, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from jopt.batched_cond import cond_across_batch
 from jopt.core import AcceptsAnyExtraArg, GradientTransformation, as_transformation, hyperparam_transformation
 from jopt.hyperparams import ANY, Hyperparam, Range, cast_hyperparam, compute_dtype, is_python_number
 from jopt.transforms.moments import scale_by_adam
+from jopt.tree._arithmetic import _explicitly_sharded
 
 Array = jax.Array
 PyTree = Any
@@ -124,6 +126,8 @@ def _leaf_specs(dim_nums: DimNumsOrFn | None, tree: PyTree) -> list[GaLoreDimens
 
 def _projector_from_svd(g2d: Array, layout: _Layout, rank: int, dtype: Any) -> Array:
     """Leading ``rank`` left (or right) singular vectors of ``g2d``, computed in float32 (optax's choice)."""
+    if _explicitly_sharded(g2d):  # LAPACK's SVD takes whole matrices: the projector is replicated
+        g2d = jax.sharding.reshard(g2d, PartitionSpec())
     u, _, vh = jnp.linalg.svd(g2d.astype(jnp.float32), full_matrices=False)
     return (u[:, :rank] if layout.left else vh[:rank, :].T).astype(dtype)
 
