@@ -62,9 +62,12 @@ def galore(
       >>> state = opt.init(params)
       >>> state[0].base_optimizer_state.mu["w"].shape  # Adam's moments of w are 2 x 4
       (2, 4)
-      >>> for _ in range(50):
+      >>> @jax.jit
+      ... def step(params, state):
       ...     updates, state = opt.update(jax.grad(loss)(params), state, params)
-      ...     params = jopt.apply_updates(params, updates)
+      ...     return jopt.apply_updates(params, updates), state
+      >>> for _ in range(50):
+      ...     params, state = step(params, state)
       >>> bool(loss(params) < 0.1 * 28.0)
       True
     """
