@@ -59,6 +59,9 @@ def cond_across_batch(pred: Any, true_fn: Callable, false_fn: Callable, operands
       The taken branch's output, per member of the batch.
     """
 
+    if not isinstance(pred, jax.core.Tracer):  # eager: the concrete predicate picks the branch
+        return true_fn(operands) if bool(pred) else false_fn(operands)
+
     @custom_vmap
     def branch(pred, operands):
         kept = jax.eval_shape(false_fn, operands)

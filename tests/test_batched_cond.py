@@ -39,6 +39,12 @@ def test_vmap_equals_lax_cond_member_for_member(scale_axis):
     jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
+def test_eager_calls_take_the_concrete_branch():
+    for count in (3, 4):
+        got = ours(jnp.int32(count), jnp.float32(0.5), jnp.float32(2.0))
+        jax.tree.map(np.testing.assert_array_equal, got, reference(count, jnp.float32(0.5), jnp.float32(2.0)))
+
+
 def test_nested_vmap_and_unbatched_predicate():
     counts = COUNTS.reshape(2, 3)
     x = jnp.arange(6.0).reshape(2, 3)
