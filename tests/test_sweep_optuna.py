@@ -400,10 +400,11 @@ def test_the_budget_held_by_another_workers_running_trials_is_waited_for(task, t
     other, r = run_beside(study, 3, tell=True, study_name="live")
     assert [t.trial for t in r.trials] == [1, 2] and r.stats["waits"] >= 1
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3  # nothing failed or redone
-    # a worker that never finishes: the search's timeout ends the wait
-    other, r = run_beside(study, 5, tell=False, study_name="live", timeout=1)
+    # a worker that never finishes: the budget is full from the start (3 told + 1 running), so the
+    # search waits at once, before training anything, and its timeout ends the wait
+    other, r = run_beside(study, 4, tell=False, study_name="live", timeout=2)
     assert r.stats["waits"] >= 1 and study.trials[other.number].state == TrialState.RUNNING
-    assert len(values(study)) == 4 and r.stats["study_trials"] == 5
+    assert r.trials == [] and len(values(study)) == 3 and r.stats["study_trials"] == 4
     # without heartbeats a dead worker's trial cannot be told from a live one's: it counts, no wait
     url2 = f"sqlite:///{tmp_path / 'no_heartbeat.db'}"
     study = oa.create_study(storage=url2, study_name="off", heartbeat_interval=None)
