@@ -252,7 +252,7 @@ def main() -> int:
     )
     parser.add_argument("--update-expected", action="store_true", help="rerecord " + EXPECTED_FILE)
     parser.add_argument(
-        "--ci-budget", type=float, default=45.0, help="recorded seconds of test time in the CI subset"
+        "--ci-budget", type=float, default=30.0, help="recorded seconds of test time in the CI subset"
     )
     parser.add_argument(
         "--check", action="store_true", help="run every recorded test against jopt; exit 1 on a loss"
