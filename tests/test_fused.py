@@ -217,6 +217,42 @@ def test_combinators_equal(name):
     assert "per leaf" not in opt.plan()
 
 
+SOLO = {  # with solo_bytes=20, w (48 bytes) and emb (20) keep buffers of their own when trees come in
+    "adamw_masked": (ELEMENTWISE["adamw"], ROUNDING),
+    "lion_masked": (ELEMENTWISE["lion"], ROUNDING),
+    "clip_global_norm": (jopt.chain(jopt.clip_by_global_norm(0.5), jopt.adam(lr)), REDUCTION),
+    "partition": (COMBINATORS["partition"], ROUNDING),
+    "accumulate": (COMBINATORS["accumulate"], ROUNDING),
+    "lamb_per_leaf": (jopt.lamb(1e-2), ROUNDING),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SOLO))
+def test_big_leaves_stay_solo_with_trees_and_are_packed_with_packed_parameters(name):
+    tx, max_ulp = SOLO[name]
+    opt = check_equal(tx, max_ulp=max_ulp, solo_bytes=20)
+    tree_layout = opt.init(PARAMS).layout
+    solo = sorted(tree_layout.slots[g.members[0]].shape for g in tree_layout.groups if g.solo)
+    assert solo == [(4, 3), (5, 2)]  # w (48 bytes) and emb (20); b, scale and t are packed
+    assert not any(g.solo for g in opt.layout(PARAMS).groups)  # opt.pack packs every leaf
+    assert opt.init(opt.pack(PARAMS)).layout == opt.layout(PARAMS)
+    with pytest.raises(ValueError, match=r"opt.init\(opt.pack\(params\)\)"):
+        opt.update(GRADS[0], opt.init(PARAMS), opt.pack(PARAMS))
+    back = unfused_to_fused(opt, opt.inner.init(PARAMS), PARAMS)  # the layout init(params) uses
+    assert back.layout == tree_layout
+
+
+def test_solo_leaves_cost_no_copy():
+    """A solo leaf's gradient goes into the step and its update comes out without a copy."""
+    params = {"big": jnp.ones((256, 256)), "small": jnp.ones(8)}  # 256 KiB: solo at the default
+    opt = fuse(jopt.adam(1e-3))
+    state = opt.init(params)
+    assert [g.solo for g in state.layout.groups] == [True, False]
+    step = jax.jit(lambda g, s, p: opt.update(g, s, p)[0])
+    hlo = step.lower(params, state, params).compile().as_text()
+    assert "f32[65544]" not in hlo and "f32[65536]" not in hlo  # no buffer holds the big leaf flat
+
+
 def test_multisteps_custom_skip_test_runs_on_leaves():
     def skip_big_first_leaf(updates, step, params):
         del step, params
@@ -372,6 +408,21 @@ def test_sharded_parameters_on_a_mesh(axis_type):
     sharded = jopt.distributed.init_sharded(opt, params)
     for got, want in zip(sharded.inner[1][0].mu.buffers, mu.buffers, strict=True):
         assert got.shape == want.shape and got.sharding.is_equivalent_to(want.sharding, want.ndim)
+
+
+def test_sharded_solo_leaves_keep_their_sharding():
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Explicit,) * 2)
+    shard = lambda x, spec: jax.device_put(x, NamedSharding(mesh, spec))
+    params = {"big": shard(jnp.arange(64.0).reshape(8, 8), P("data", "model")), "c": shard(jnp.ones(3), P())}
+    grads = [jax.tree.map(lambda x, i=i: jnp.cos(x * (i + 1)), params) for i in range(STEPS)]
+    tx = jopt.adamw(1e-2, weight_decay=0.1)
+    opt = fuse(tx, solo_bytes=32)  # big: 2 x 4 float32 per device, 32 bytes
+    ref_p, _, _ = run(_Unfused(tx), params, grads)
+    p, _, state = run(opt, params, grads)
+    assert_same(p, ref_p, ROUNDING)
+    mu = state.inner[0].mu.buffers
+    assert [b.shape for b in mu] == [(8, 8), (3,)]
+    assert mu[0].sharding.is_equivalent_to(params["big"].sharding, 2)
 
 
 def test_state_conversion_round_trip_and_resume():

@@ -38,6 +38,8 @@ PyTree = Any
 
 __all__ = [
     "MAX_BUFFER_BYTES",
+    "SOLO_BYTES_ACCELERATOR",
+    "SOLO_BYTES_CPU",
     "Group",
     "Layout",
     "Packed",
@@ -131,6 +133,12 @@ def _placement(x: Any) -> tuple[Any, Any]:
 #: Default largest buffer (bytes per device): XLA's CPU temporaries up to this size are reused
 #: by the allocator; larger ones are mapped afresh (page faults) at every step.
 MAX_BUFFER_BYTES = 16 * 2**20
+#: Default smallest leaf kept in a buffer of its own when trees come in (see :func:`jopt.fuse`):
+#: on CPU, where a kernel costs ~20 us per leaf and step and packing ~1.5 ns per element
+#: (measured, ``benchmarks/step_overhead.py``), and on accelerators (launch cost against copy
+#: bandwidth; an estimate, not measured here).
+SOLO_BYTES_CPU = 64 * 2**10
+SOLO_BYTES_ACCELERATOR = 8 * 2**20
 
 
 def build_layout(
@@ -138,13 +146,16 @@ def build_layout(
     treedef: Any,
     tags: Sequence[Hashable] | None = None,
     max_buffer_bytes: int | None = MAX_BUFFER_BYTES,
+    solo_bytes: int | None = None,
 ) -> Layout:
     """Group ``leaves`` (arrays, tracers or ``ShapeDtypeStruct``) into a :class:`Layout`.
 
     Leaves with equal dtype, placement and tag share a buffer, up to
     ``max_buffer_bytes`` per device (``None``: no limit; a larger leaf gets a
     buffer of its own); groups are ordered by their first leaf, and leaves keep
-    tree order within a group.
+    tree order within a group. A leaf of at least ``solo_bytes`` per device
+    (``None``: no such limit) is a solo group, kept in its shape and sharding:
+    packing and unpacking it cost nothing.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -159,12 +170,14 @@ def build_layout(
     placements, meshes = [], []
     for i, x in enumerate(leaves):
         key, mesh = _placement(x)
-        placements.append(key)
-        meshes.append(mesh)
         dtype = jax.dtypes.canonicalize_dtype(x.dtype)
-        base = (dtype, i if key[0] == "solo" else key[:2], _lead_axes(key), tags[i])
         rows = int(np.prod([dict(key[1])[a] for a in _lead_axes(key)], dtype=int)) if key[0] == "mesh" else 1
         nbytes = int(np.size(x)) // rows * np.dtype(dtype).itemsize
+        if solo_bytes is not None and nbytes >= solo_bytes:
+            key, mesh = ("solo",), None
+        placements.append(key)
+        meshes.append(mesh)
+        base = (dtype, i if key[0] == "solo" else key[:2], _lead_axes(key), tags[i])
         chunk, used = open_groups.get(base, (0, 0))
         if max_buffer_bytes is not None and used and used + nbytes > max_buffer_bytes:
             chunk, used = chunk + 1, 0

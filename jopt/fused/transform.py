@@ -38,6 +38,8 @@ import numpy as np
 from jopt.core import GradientTransformation, as_transformation
 from jopt.fused.layout import (
     MAX_BUFFER_BYTES,
+    SOLO_BYTES_ACCELERATOR,
+    SOLO_BYTES_CPU,
     Layout,
     Packed,
     build_layout,
@@ -91,8 +93,8 @@ class FusedTransformation(GradientTransformation):
         return self.update.inner  # type: ignore[attr-defined]
 
     def layout(self, params: PyTree) -> Layout:
-        """The :class:`jopt.fused.Layout` this optimizer packs ``params`` with."""
-        return self.update.layout_of(params)  # type: ignore[attr-defined]
+        """The :class:`jopt.fused.Layout` this optimizer packs ``params`` with (every leaf packed)."""
+        return self.update.layout_of(params, packing=True)  # type: ignore[attr-defined]
 
     def pack(self, params: PyTree) -> Packed:
         """``params`` packed with :meth:`layout` (keep parameters packed for the fastest step)."""
@@ -120,7 +122,9 @@ def _placement_unknown(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer) and not sharding_is_typed(x)
 
 
-def fuse(tx: Any, *, max_buffer_bytes: int | None | str = "auto") -> FusedTransformation:
+def fuse(
+    tx: Any, *, max_buffer_bytes: int | None | str = "auto", solo_bytes: int | None | str = "auto"
+) -> FusedTransformation:
     r"""Run ``tx`` on packed buffers: state in a few large arrays, one pass per step.
 
     .. math:: (u, s) = \operatorname{unpack}\big(f(\operatorname{pack}(g), s)\big)
@@ -152,6 +156,14 @@ def fuse(tx: Any, *, max_buffer_bytes: int | None | str = "auto") -> FusedTransf
         buffer per dtype, placement and mask value). ``"auto"``: 16 MiB on CPU,
         where larger temporaries (the packed gradients) are mapped afresh by the
         allocator at every step, else ``None``.
+      solo_bytes: with trees in (``init(params)`` on a tree), a leaf of at least
+        this many bytes per device keeps its own buffer, in its shape: packing
+        it would copy it at every step, which costs more than the few kernels
+        it saves. ``None``: pack every leaf. ``"auto"``: 64 KiB on CPU (per leaf
+        and step, a buffer of its own costs ~20 us of kernel overhead, packing
+        ~1.5 ns per element), 8 MiB on accelerators. Packed parameters
+        (:meth:`FusedTransformation.pack`) pack every leaf: their gradients
+        arrive packed, so packing costs nothing.
 
     Returns:
       A :class:`FusedTransformation`: ``init``/``update`` (trees or
@@ -177,19 +189,24 @@ def fuse(tx: Any, *, max_buffer_bytes: int | None | str = "auto") -> FusedTransf
         return tx
     tx = as_transformation(tx)
     plan = describe(tx)
+    cpu = jax.default_backend() == "cpu"
     if max_buffer_bytes == "auto":
-        max_buffer_bytes = MAX_BUFFER_BYTES if jax.default_backend() == "cpu" else None
+        max_buffer_bytes = MAX_BUFFER_BYTES if cpu else None
+    if solo_bytes == "auto":
+        solo_bytes = SOLO_BYTES_CPU if cpu else SOLO_BYTES_ACCELERATOR
     known: dict[tuple, Layout] = {}
 
-    def layout_of(params):
+    def layout_of(params, packing: bool = False):
+        """The layout of a tree: every leaf packed for ``pack`` (``packing``), big leaves solo else."""
         if is_packed(params):  # lowering checks that every mask is constant on its buffers
             return params.layout
         leaves, treedef = jax.tree.flatten(params)
-        sig = _signature(leaves, treedef)
+        sig = (_signature(leaves, treedef), packing)
         if any(_placement_unknown(x) for x in leaves) and sig in known:
             return known[sig]
         view = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in leaves])
-        layout = build_layout(leaves, treedef, leaf_tags(plan, view), max_buffer_bytes)
+        tags = leaf_tags(plan, view)
+        layout = build_layout(leaves, treedef, tags, max_buffer_bytes, None if packing else solo_bytes)
         if not any(_placement_unknown(x) for x in leaves):
             known[sig] = layout
         return layout
@@ -202,8 +219,12 @@ def fuse(tx: Any, *, max_buffer_bytes: int | None | str = "auto") -> FusedTransf
     def update(updates, state, params=None, **extra_args):
         layout = state.layout
         packed_in = is_packed(updates)
-        if packed_in and updates.layout != layout:
-            raise ValueError("fused update: the gradients are packed with another layout than the state")
+        for name, value in (("gradients", updates), ("parameters", params)):
+            if is_packed(value) and value.layout != layout:
+                raise ValueError(
+                    f"fused update: the {name} are packed with another layout than the state; with "
+                    "packed parameters, init the state with them: state = opt.init(opt.pack(params))"
+                )
         grads = updates if packed_in else layout.pack(updates)
         if params is not None and not is_packed(params):
             params = layout.pack(params)
@@ -277,7 +298,7 @@ def unfused_to_fused(opt: FusedTransformation, state: PyTree, params: PyTree) ->
       >>> [b.shape for b in fused.inner[0].mu.buffers]
       [(7,)]
     """
-    layout = opt.layout(params)
+    layout = opt.update.layout_of(params)  # type: ignore[attr-defined]  # the layout init(params) uses
     target = jax.eval_shape(opt.init, layout.abstract_packed()).inner
     slots, structure = jax.tree.flatten(target, is_leaf=is_packed)
     given = jax.tree.leaves(state)
