@@ -79,6 +79,13 @@ ELEMENTWISE_OWNERS: set[str] = {
     "scale_by_ademamix",
     "scale_by_madgrad",
     "scale_by_cocob",
+    "scale_by_simplified_ademamix",
+    # learning-rate-free: element-wise, with sums and norms over the whole tree
+    "scale_by_dog",
+    "scale_by_dowg",
+    "prodigy",
+    "dadapt_adamw",
+    "dadapt_sgd",
 }
 
 # Element-wise transforms with a leaf mask: owner -> (hyperparameter names, constructor(*hp, mask)).
