@@ -161,9 +161,9 @@ def fuse(
         it would copy it at every step, which costs more than the few kernels
         it saves. ``None``: pack every leaf. ``"auto"``: 64 KiB on CPU (per leaf
         and step, a buffer of its own costs ~20 us of kernel overhead, packing
-        ~1.5 ns per element), 8 MiB on accelerators. Packed parameters
+        ~1.5 ns per element), 8 MiB on accelerators, and packed parameters
         (:meth:`FusedTransformation.pack`) pack every leaf: their gradients
-        arrive packed, so packing costs nothing.
+        arrive packed, so packing costs nothing. A number applies to both.
 
     Returns:
       A :class:`FusedTransformation`: ``init``/``update`` (trees or
@@ -192,6 +192,8 @@ def fuse(
     cpu = jax.default_backend() == "cpu"
     if max_buffer_bytes == "auto":
         max_buffer_bytes = MAX_BUFFER_BYTES if cpu else None
+    # "auto": big leaves solo with trees in, every leaf packed by pack(); a number: both
+    solo_for_pack = None if solo_bytes == "auto" else solo_bytes
     if solo_bytes == "auto":
         solo_bytes = SOLO_BYTES_CPU if cpu else SOLO_BYTES_ACCELERATOR
     known: dict[tuple, Layout] = {}
@@ -206,7 +208,7 @@ def fuse(
             return known[sig]
         view = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in leaves])
         tags = leaf_tags(plan, view)
-        layout = build_layout(leaves, treedef, tags, max_buffer_bytes, None if packing else solo_bytes)
+        layout = build_layout(leaves, treedef, tags, max_buffer_bytes, solo_for_pack if packing else solo_bytes)
         if not any(_placement_unknown(x) for x in leaves):
             known[sig] = layout
         return layout
