@@ -263,22 +263,18 @@ SOLO = {  # with solo_bytes=20, w (48 bytes) and emb (20) keep buffers of their 
 
 
 @pytest.mark.parametrize("name", sorted(SOLO))
-def test_big_leaves_stay_solo_with_trees_and_are_packed_with_packed_parameters(name):
+def test_big_leaves_keep_buffers_of_their_own(name):
     tx, max_ulp = SOLO[name]
-    opt = check_equal(tx, max_ulp=max_ulp, solo_bytes=20)
+    opt = check_equal(tx, max_ulp=max_ulp, solo_bytes=20)  # trees in, and packed parameters
     tree_layout = opt.init(PARAMS).layout
     solo = sorted(tree_layout.slots[g.members[0]].shape for g in tree_layout.groups if g.solo)
     assert solo == [(4, 3), (5, 2)]  # w (48 bytes) and emb (20); b, scale and t are packed
-    assert not any(g.solo for g in opt.layout(PARAMS).groups)  # opt.pack packs every leaf
-    assert opt.init(opt.pack(PARAMS)).layout == opt.layout(PARAMS)
-    with pytest.raises(ValueError, match=r"opt.init\(opt.pack\(params\)\)"):
-        opt.update(GRADS[0], opt.init(PARAMS), opt.pack(PARAMS))
-    back = unfused_to_fused(opt, opt.inner.init(PARAMS), PARAMS)  # the layout init(params) uses
-    assert back.layout == tree_layout
+    assert opt.layout(PARAMS) == tree_layout  # a number applies to opt.pack too
 
 
-def test_solo_leaves_cost_no_copy():
-    """A solo leaf's gradient goes into the step and its update comes out without a copy."""
+def test_solo_leaves_cost_no_copy_and_pack_packs_every_leaf():
+    """By default a big leaf is solo with trees in: its gradient goes into the step and its update
+    comes out without a copy. ``opt.pack`` packs every leaf (their gradients arrive packed)."""
     params = {"big": jnp.ones((256, 256)), "small": jnp.ones(8)}  # 256 KiB: solo at the default
     opt = fuse(jopt.adam(1e-3))
     state = opt.init(params)
@@ -286,6 +282,11 @@ def test_solo_leaves_cost_no_copy():
     step = jax.jit(lambda g, s, p: opt.update(g, s, p)[0])
     hlo = step.lower(params, state, params).compile().as_text()
     assert "f32[65544]" not in hlo and "f32[65536]" not in hlo  # no buffer holds the big leaf flat
+    flat = opt.pack(params)
+    assert [b.shape for b in flat.buffers] == [(65544,)] and opt.init(flat).layout == flat.layout
+    with pytest.raises(ValueError, match=r"opt.init\(opt.pack\(params\)\)"):
+        opt.update(params, state, flat)
+    assert unfused_to_fused(opt, opt.inner.init(params), params).layout == state.layout
 
 
 def test_multisteps_custom_skip_test_runs_on_leaves():
