@@ -286,7 +286,7 @@ def test_vmap_over_argument_equals_python_loop(factory, kwargs, arg, sweep):
 
     batched = np.asarray(jax.jit(jax.vmap(run))(jnp.asarray(sweep)))
     for i, v in enumerate(sweep):  # each concrete value compiled as a constant (jit keeps CI fast)
-        loop = jax.jit(lambda: jax.vmap(factory(**{**kwargs, arg: v}))(_STEPS))()
+        loop = jax.jit(lambda v=v: jax.vmap(factory(**{**kwargs, arg: v}))(_STEPS))()
         np.testing.assert_allclose(batched[i], loop, rtol=1e-6, atol=1e-7)
 
 

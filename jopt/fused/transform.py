@@ -208,7 +208,8 @@ def fuse(
             return known[sig]
         view = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in leaves])
         tags = leaf_tags(plan, view)
-        layout = build_layout(leaves, treedef, tags, max_buffer_bytes, solo_for_pack if packing else solo_bytes)
+        solo = solo_for_pack if packing else solo_bytes
+        layout = build_layout(leaves, treedef, tags, max_buffer_bytes, solo)
         if not any(_placement_unknown(x) for x in leaves):
             known[sig] = layout
         return layout
