@@ -332,7 +332,10 @@ def test_current_loss_scale_needs_a_loss_scale_state():
 # --- No hyperparameter is rounded to the low precision --------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+# float16 only: 0.999 rounds there too (to 0.99902), so a rounded hyperparameter is caught, and its
+# narrow range is the harder case for the loss scale; bfloat16 parameters are checked for every
+# optimizer in tests/test_optimizers_generic.py::test_bfloat16_params_keep_dtype
+@pytest.mark.parametrize("dtype", [jnp.float16])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_hyperparams_stay_float32_with_low_precision_params(name, dtype):
     signature = inspect.signature(getattr(jopt, name)).parameters
