@@ -428,3 +428,32 @@ def test_sophia_squared_gradient_case_equals_optax():
     assert_trees_equal(
         trajectory(_sophia_case(**_SOPHIA_KW), prob), trajectory(_sophia_reference(**_SOPHIA_KW), prob)
     )
+
+
+def test_vmapped_sophia_estimates_the_hessian_only_when_a_trial_is_due():
+    """Trials with their own data (closed over by ``obj_fn``) and their own states (as in a sweep,
+    so the step counts are batched) under vmap: the Hessian-vector product is a branch (no random
+    draw outside a cond), and each trial equals its run alone."""
+    from tests.test_batched_cond import _unconditional_primitives
+
+    tx = _sophia(jopt, learning_rate=0.05, update_interval=3, seed=1)
+    x0 = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.ones(3)}
+    targets = jnp.arange(4.0)[:, None] * jnp.ones((4, 3))  # one per trial
+    states = jax.vmap(lambda _: tx.init(x0))(targets)
+
+    def run(target, state, steps=7):
+        loss = lambda p: jnp.sum((jnp.sum(p["w"], 0) + p["b"] - target) ** 2 + 0.1 * p["w"] ** 4)
+
+        def step(carry, _):
+            p, s = carry
+            u, s = tx.update(jax.grad(loss)(p), s, p, obj_fn=loss)
+            return (jopt.apply_updates(p, u), s), None
+
+        return jax.lax.scan(step, (x0, state), None, length=steps)[0][0]
+
+    jaxpr = jax.make_jaxpr(jax.vmap(run))(targets, states).jaxpr
+    assert not _unconditional_primitives(jaxpr) & {"random_bits", "threefry2x32", "random_wrap"}
+    batched = jax.jit(jax.vmap(run))(targets, states)
+    for i in range(4):
+        alone = jax.jit(run)(targets[i], jax.tree.map(lambda b, i=i: b[i], states))
+        assert_trees_equal(jax.tree.map(lambda b, i=i: b[i], batched), alone)

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jopt.batched_cond import cond_across_batch
 from jopt.core import AcceptsAnyExtraArg, GradientTransformation, as_transformation, hyperparam_transformation
 from jopt.core import transformation as _transformation
 from jopt.hyperparams import (
@@ -155,6 +156,29 @@ def _print_win_rate(direction: PyTree, h: dict, count_inc: Array, every: Any) ->
     jax.lax.cond(show, lambda: jax.debug.print("Sophia optimizer win rate: {}", kept / size), lambda: None)
 
 
+def _refresh_hessian(hess, due, updates, state, params, extra, b2):
+    """``(hessian_fn_state, nu)``: a new Hessian-diagonal estimate folded into ``nu`` where
+    ``due``, the old ones elsewhere -- a branch also under ``vmap``
+    (:func:`jopt.cond_across_batch`), so trials that are not due compute no Hessian-vector
+    product. Everything the estimate closes over (``obj_fn``'s data, a traced ``b2``) is made an
+    explicit operand with :func:`jax.closure_convert`."""
+
+    def estimate(hess_state, nu, updates, params):
+        diag, hess_state = hess.update(updates, hess_state, params, **extra)
+        return hess_state, cast_like(tree_moment(diag, nu, b2, order=1), nu)
+
+    args = (state.hessian_fn_state, state.nu, updates, params)
+    explicit, consts = jax.closure_convert(estimate, *args)
+
+    def estimate_from(operands):
+        return explicit(*operands[0], *operands[1])
+
+    def keep(operands):
+        return operands[0][0], operands[0][1]
+
+    return cond_across_batch(due, estimate_from, keep, (args, consts))
+
+
 def scale_by_sophia(
     b1: Hyperparam = 0.965,
     b2: Hyperparam = 0.99,
@@ -223,16 +247,8 @@ def scale_by_sophia(
         if verbose and clip_threshold is not None:
             _print_win_rate(direction, h, count_inc, print_win_rate_every_n_steps)
         extra = {k: v for k, v in h.items() if k not in hp and k in hess.extra_args}
-
-        def estimate(hess_state, nu):
-            diag, hess_state = hess.update(updates, hess_state, params, **extra)
-            return hess_state, cast_like(tree_moment(diag, nu, h["b2"], order=1), nu)
-
-        def keep(hess_state, nu):
-            return hess_state, nu
-
         due = state.count % _int(h["update_interval"]) == 0
-        hess_state, nu = jax.lax.cond(due, estimate, keep, state.hessian_fn_state, state.nu)
+        hess_state, nu = _refresh_hessian(hess, due, updates, state, params, extra, h["b2"])
         mu = cast_like(mu, state.mu)
         return direction, (mu, nu, hess_state)
 
