@@ -168,6 +168,8 @@ def _refresh_hessian(hess, due, updates, state, params, extra, b2):
         return hess_state, cast_like(tree_moment(diag, nu, b2, order=1), nu)
 
     args = (state.hessian_fn_state, state.nu, updates, params)
+    if not isinstance(due, jax.core.Tracer):  # eager: no trace of the estimate when it is not due
+        return estimate(*args) if bool(due) else args[:2]
     explicit, consts = jax.closure_convert(estimate, *args)
 
     def estimate_from(operands):
