@@ -442,6 +442,15 @@ class Packed:
         """The original tree (slices of the buffers; differentiable)."""
         return self.layout.unpack(self)
 
+    def __contains__(self, key: object) -> bool:
+        """Always ``False``: a packed tree has no keys of its own (use ``key in p.unpack()``).
+
+        Code that asks ``key in params`` of a parameter tree (flax's ``TrainState``
+        looks for ``overwrite_with_gradient``) so treats packed parameters as one
+        tree of parameters.
+        """
+        return False
+
     def __repr__(self) -> str:
         shapes = ", ".join(str(getattr(b, "shape", b)) for b in self.buffers)
         return f"Packed({self.layout.num_leaves} leaves in {len(self.buffers)} buffers: {shapes})"
