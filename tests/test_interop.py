@@ -182,6 +182,18 @@ def test_flax_nnx_optimizer_with_jopt_tx_matches_optax():
     assert ours_losses[-1] < ours_losses[0]
 
 
+def test_flax_nnx_optimizer_with_a_fused_jopt_tx():
+    # nnx.Optimizer inits with a state of nnx.Param variables and updates with plain arrays.
+    tx = jopt.chain(jopt.clip_by_global_norm(0.5), jopt.adam(0.02))
+    ours, optimizer, ours_losses = _train_nnx(jopt.fuse(tx))
+    ref, _, ref_losses = _train_nnx(tx)
+    is_packed = lambda x: isinstance(x, jopt.fused.Packed)  # noqa: E731
+    state = nnx.as_pure(optimizer.opt_state)
+    assert sum(map(is_packed, jax.tree.leaves(state, is_leaf=is_packed))) == 2  # Adam's two moments
+    assert_trees_close(nnx.state(ours, nnx.Param), nnx.state(ref, nnx.Param))
+    np.testing.assert_allclose(ours_losses, ref_losses, rtol=1e-6)
+
+
 def _sgd_recording_value(lr):
     """Plain SGD that requires ``value=`` and keeps the latest one in its state."""
 

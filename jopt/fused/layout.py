@@ -24,6 +24,7 @@ with respect to ``packed`` is a :class:`Packed` of gradients.
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
@@ -46,6 +47,7 @@ __all__ = [
     "Slot",
     "build_layout",
     "is_packed",
+    "plain_tree",
     "sharding_is_typed",
 ]
 
@@ -139,6 +141,21 @@ MAX_BUFFER_BYTES = 16 * 2**20
 #: bandwidth; an estimate, not measured here).
 SOLO_BYTES_CPU = 64 * 2**10
 SOLO_BYTES_ACCELERATOR = 8 * 2**20
+
+
+def plain_tree(tree: PyTree) -> PyTree:
+    """``tree`` with every ``flax.nnx.Variable`` replaced by its value (as ``nnx.as_pure``).
+
+    ``nnx.Optimizer`` initializes an optimizer with a state of ``nnx.Param``
+    variables and updates it with plain arrays; both mean the same tree of
+    parameters to a layout. Trees without variables are returned as they are
+    (and flax is never imported here).
+    """
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is None:
+        return tree
+    is_variable = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
+    return nnx.as_pure(tree) if any(map(is_variable, jax.tree.leaves(tree, is_leaf=is_variable))) else tree
 
 
 def build_layout(
@@ -338,7 +355,7 @@ class Layout:
         Buffers take the dtype the leaves promote to, so gradients of another dtype
         than the parameters stay in their dtype.
         """
-        leaves, treedef = jax.tree.flatten(tree)
+        leaves, treedef = jax.tree.flatten(plain_tree(tree))
         if treedef != self.treedef:
             raise ValueError(
                 f"pack: the tree's structure {treedef} is not the layout's {self.treedef} "

@@ -44,6 +44,7 @@ from jopt.fused.layout import (
     Packed,
     build_layout,
     is_packed,
+    plain_tree,
     sharding_is_typed,
 )
 from jopt.fused.lowering import leaf_tags, lower
@@ -202,7 +203,7 @@ def fuse(
         """The layout of a tree: every leaf packed for ``pack`` (``packing``), big leaves solo else."""
         if is_packed(params):  # lowering checks that every mask is constant on its buffers
             return params.layout
-        leaves, treedef = jax.tree.flatten(params)
+        leaves, treedef = jax.tree.flatten(plain_tree(params))
         sig = (_signature(leaves, treedef), packing)
         if any(_placement_unknown(x) for x in leaves) and sig in known:
             return known[sig]
