@@ -46,6 +46,7 @@ SUBPACKAGES = (
     "jopt.tree_utils",
     "jopt.projections",
     "jopt.datasets",
+    "jopt.fused",
 )
 #: Every documented namespace, in the order homes are chosen among equals.
 NAMESPACES = ("jopt", *SUBPACKAGES, "jopt.contrib")
