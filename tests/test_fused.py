@@ -322,13 +322,16 @@ PER_LEAF = {
     "adafactor": jopt.adafactor(1e-2),
     "block_rms": jopt.chain(jopt.clip_by_block_rms(0.5), jopt.adam(1e-2)),
     "optax_adamw": optax.adamw(1e-2),
+    "muon": jopt.muon(1e-2, weight_decay=0.1),  # Newton-Schulz on the matrices, fused AdamW on the rest
 }
 
 
 @pytest.mark.parametrize("name", sorted(PER_LEAF))
 def test_per_leaf_members_compose_exactly(name):
-    opt = check_equal(PER_LEAF[name], packed=(False, True) if name == "lamb" else (True,))
+    opt = check_equal(PER_LEAF[name], packed=(False, True) if name in ("lamb", "muon") else (True,))
     assert "per leaf" in opt.plan()
+    if name == "muon":
+        assert "fused: scale_by_adam" in opt.plan()
 
 
 def test_per_leaf_member_inside_partition_keeps_the_rest_fused():
