@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 import jopt
 import jopt.distributed
 from jopt.fused import Packed, elementwise, fuse, fused_state_to_unfused, unfused_to_fused
+from tests.sweep_helpers import DATA, _loss
 
 STEPS = 3
 
@@ -533,7 +534,6 @@ def test_flax_train_state_with_packed_parameters():
 
 def _sweep_task(wrap, packed):
     """Softmax regression swept over AdamW's learning rate and weight decay (``wrap``: fuse or not)."""
-    from tests.sweep_helpers import DATA, _loss
 
     def optimizer(hp):
         return wrap(jopt.adamw(hp["learning_rate"], weight_decay=hp["weight_decay"], mask=NDIM_MASK))
@@ -568,7 +568,7 @@ def test_sweep_of_a_fused_optimizer_equals_the_unfused_sweep():
             task, space, 4, steps=12, method="sobol", seed=0, progress=False, keep_states="all"
         )
 
-    ref = run_sweep(_sweep_task(lambda t: _Unfused(t), packed=False))
+    ref = run_sweep(_sweep_task(_Unfused, packed=False))
     for packed in (False, True):
         got = run_sweep(_sweep_task(fuse, packed))
         assert [t.hyperparams for t in got.trials] == [t.hyperparams for t in ref.trials]
