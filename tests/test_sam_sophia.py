@@ -39,6 +39,7 @@ from tests.reference import (
     rosenbrock,
     trajectory,
 )
+from tests.test_batched_cond import _unconditional_primitives
 
 STEPS = 120
 PROBLEMS = {"mlp3d": mlp3d, "rosenbrock": rosenbrock}
@@ -434,8 +435,6 @@ def test_vmapped_sophia_estimates_the_hessian_only_when_a_trial_is_due():
     """Trials with their own data (closed over by ``obj_fn``) and their own states (as in a sweep,
     so the step counts are batched) under vmap: the Hessian-vector product is a branch (no random
     draw outside a cond), and each trial equals its run alone."""
-    from tests.test_batched_cond import _unconditional_primitives
-
     tx = _sophia(jopt, learning_rate=0.05, update_interval=3, seed=1)
     x0 = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.ones(3)}
     targets = jnp.arange(4.0)[:, None] * jnp.ones((4, 3))  # one per trial
